@@ -1,0 +1,143 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every layer takes its array module ``xp`` from its inputs with
+:func:`get_array_module`, so the same maths runs on either device. The only
+place that names CuPy is this file (and the optional GPU kernels).
+
+Defaults: float32 everywhere; float64 on request (``dtype="float64"``) for
+gradient checks. Arrays keep the dtype they are given: no layer upcasts.
+"""
+import contextlib
+
+import numpy as np
+
+try:  # any installed cupy-cuda* wheel provides the module ``cupy``
+    import cupy as _cupy
+except Exception:  # ImportError, or a CUDA library that fails to load
+    _cupy = None
+
+SUPPORTED_DTYPES = ("float32", "float64")
+
+_rng = np.random.default_rng(0)
+_flags = {"check_finite": False}
+
+
+# --------------------------------------------------------------------------- #
+# Array module and device
+# --------------------------------------------------------------------------- #
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cupy is not None:
+        return _cupy.get_array_module(*arrays)
+    return np
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def require_gpu():
+    """Return the ``cupy`` module, or raise a clear error saying what is missing."""
+    if _cupy is None:
+        raise RuntimeError(
+            "device 'gpu' needs CuPy: install the wheel that matches your CUDA "
+            "toolkit, e.g. `pip install cupy-cuda12x` (or cupy-cuda13x)")
+    if not gpu_available():
+        raise RuntimeError("device 'gpu': CuPy is installed but no CUDA device is visible")
+    return _cupy
+
+
+def device_of(array):
+    """'gpu' for a CuPy array, 'cpu' for a NumPy array."""
+    return "gpu" if get_array_module(array) is not np else "cpu"
+
+
+def array_module_for(device):
+    """The array module of a device name: 'cpu' -> numpy, 'gpu'/'cuda' -> cupy."""
+    device = normalize_device(device)
+    return np if device == "cpu" else require_gpu()
+
+
+def normalize_device(device):
+    name = str(device).lower()
+    if name in ("cpu", "numpy"):
+        return "cpu"
+    if name in ("gpu", "cuda", "cupy") or name.startswith("cuda:"):
+        return "gpu"
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
+
+
+def to_device(array, device):
+    """Copy ``array`` to 'cpu' (NumPy) or 'gpu' (CuPy); a no-op if already there."""
+    device = normalize_device(device)
+    if device == "cpu":
+        return to_numpy(array)
+    cp = require_gpu()
+    return cp.asarray(array)
+
+
+def to_numpy(array):
+    """A NumPy array of ``array`` (CuPy arrays are copied to the host)."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy.asnumpy(array)
+    if hasattr(array, "detach"):  # a torch tensor
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def as_strided(x, shape, strides):
+    """A strided view of ``x`` (NumPy or CuPy): the heart of im2col."""
+    xp = get_array_module(x)
+    return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+
+
+# --------------------------------------------------------------------------- #
+# dtypes
+# --------------------------------------------------------------------------- #
+def resolve_dtype(dtype):
+    """``"float32"``, ``np.float64``... -> a NumPy dtype; anything else is an error."""
+    dt = np.dtype(dtype)
+    if dt.name not in SUPPORTED_DTYPES:
+        raise ValueError(f"unsupported dtype {dt.name!r}: use one of {SUPPORTED_DTYPES}")
+    return dt
+
+
+# --------------------------------------------------------------------------- #
+# Random numbers (parameter initialisation draws from one seeded generator)
+# --------------------------------------------------------------------------- #
+def manual_seed(seed):
+    """Reseed the generator used to initialise parameters."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def rng():
+    """The generator used to initialise parameters."""
+    return _rng
+
+
+# --------------------------------------------------------------------------- #
+# Opt-in checks
+# --------------------------------------------------------------------------- #
+@contextlib.contextmanager
+def check_finite(enabled=True):
+    """Within this context every module checks its inputs for NaN and inf.
+
+    Off by default, since it costs one pass over every activation.
+    """
+    old = _flags["check_finite"]
+    _flags["check_finite"] = enabled
+    try:
+        yield
+    finally:
+        _flags["check_finite"] = old
+
+
+def finite_checks_enabled():
+    return _flags["check_finite"]

@@ -1,0 +1,54 @@
+"""Input validation shared by the functional layers.
+
+Each check raises a ``ValueError`` that names the layer and the shapes, so a
+bad input never surfaces as a broadcasting error from deep inside NumPy.
+"""
+
+
+def pair(value, name="value"):
+    """``3 -> (3, 3)``; ``(1, 2) -> (1, 2)``."""
+    if isinstance(value, int):
+        return value, value
+    value = tuple(value)
+    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return value
+
+
+def check_rank(layer, x, rank, layout):
+    if getattr(x, "ndim", None) != rank:
+        shape = tuple(getattr(x, "shape", ()))
+        raise ValueError(f"{layer}: expected a {rank}-D input {layout}, got shape {shape}")
+
+
+def check_float(layer, x):
+    if x.dtype.kind != "f":
+        raise ValueError(f"{layer}: expected a floating-point input, got dtype {x.dtype} "
+                         f"(convert images with x.astype('float32'))")
+
+
+def check_same_dtype(layer, x, other, other_name):
+    if x.dtype != other.dtype:
+        raise ValueError(f"{layer}: input dtype {x.dtype} does not match {other_name} dtype "
+                         f"{other.dtype}; cast the input (x.astype({str(other.dtype)!r}))")
+
+
+def output_size(layer, size, kernel, stride, pad, dilation, axis):
+    """``floor((size + 2*pad - dilation*(kernel-1) - 1) / stride) + 1``, or a clear error."""
+    span = dilation * (kernel - 1) + 1
+    if size + 2 * pad < span:
+        raise ValueError(f"{layer}: input {axis} {size} (padding {pad}) is smaller than the "
+                         f"kernel's extent {span} (kernel {kernel}, dilation {dilation})")
+    return (size + 2 * pad - span) // stride + 1
+
+
+def check_positive(layer, **values):
+    for name, pair_value in values.items():
+        if min(pair_value) <= 0:
+            raise ValueError(f"{layer}: {name} must be positive, got {pair_value}")
+
+
+def check_dout(layer, dout, expected_shape):
+    if tuple(dout.shape) != tuple(expected_shape):
+        raise ValueError(f"{layer} backward: dout has shape {tuple(dout.shape)}, "
+                         f"expected {tuple(expected_shape)} (the forward's output shape)")

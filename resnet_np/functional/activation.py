@@ -1,0 +1,22 @@
+"""ReLU.
+
+    out = max(x, 0)                 any shape
+    dx  = dout * [out > 0]          (the gradient at 0 is taken as 0, as torch does)
+"""
+from .. import backend
+from ._checks import check_dout
+
+
+def relu_forward(x):
+    """x (any shape) -> out (same shape), cache. Keeps the input's memory layout."""
+    xp = backend.get_array_module(x)
+    out = xp.maximum(x, 0)
+    return out, out
+
+
+def relu_backward(dout, cache):
+    """dout -> dx, routed through the positive entries only."""
+    out = cache
+    check_dout("relu", dout, out.shape)
+    xp = backend.get_array_module(dout)
+    return xp.where(out > 0, dout, 0).astype(dout.dtype, copy=False)

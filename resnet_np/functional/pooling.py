@@ -1,0 +1,102 @@
+"""Max pooling and adaptive average pooling.
+
+max_pool2d:  x (N, C, H, W) -> out (N, C, P, Q)
+    out[n, c, p, q] = max_{r, s} xpad[n, c, p*sh + r, q*sw + s]      (xpad padded with -inf)
+    P = floor((H + 2*pad - R) / stride) + 1
+    backward: each dout goes to the window position that won (its argmax); when
+    several entries tie, the first in row-major window order wins, as in torch.
+
+adaptive_avg_pool2d:  x (N, C, H, W) -> out (N, C, P, Q), for any P <= H, Q <= W
+    output cell (i, j) averages rows [floor(i*H/P), ceil((i+1)*H/P)) and
+    columns [floor(j*W/Q), ceil((j+1)*W/Q)), as torch does; (1, 1) is the
+    global average pool of a ResNet's head.
+    backward: each dout is spread evenly over its cell.
+"""
+import math
+
+from .. import backend
+from ._checks import check_dout, check_float, check_rank, output_size, pair
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """x (N, C, H, W) -> out (N, C, P, Q), cache"""
+    layer = "max_pool2d"
+    check_rank(layer, x, 4, "(N, C, H, W)")
+    check_float(layer, x)
+    (R, S) = pair(kernel_size, "kernel_size")
+    (sh, sw) = pair(stride if stride is not None else kernel_size, "stride")
+    (ph, pw) = pair(padding, "padding")
+    if ph > R // 2 or pw > S // 2 or min(ph, pw) < 0:
+        raise ValueError(f"{layer}: padding {padding} must be between 0 and half the kernel "
+                         f"size {kernel_size}")
+    xp = backend.get_array_module(x)
+    N, C, H, W = x.shape
+    P = output_size(layer, H, R, sh, ph, 1, "height")
+    Q = output_size(layer, W, S, sw, pw, 1, "width")
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    if ph or pw:
+        x_nhwc = xp.pad(x_nhwc, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=-xp.inf)
+    out = argmax = None
+    for k, (r, s) in enumerate((r, s) for r in range(R) for s in range(S)):
+        candidate = x_nhwc[:, r:r + sh * (P - 1) + 1:sh, s:s + sw * (Q - 1) + 1:sw]
+        if out is None:
+            out = xp.ascontiguousarray(candidate)
+            argmax = xp.zeros(out.shape, dtype=xp.int16)
+        else:
+            wins = candidate > out          # strict: an earlier equal maximum keeps its place
+            xp.maximum(out, candidate, out=out)
+            xp.copyto(argmax, k, where=wins)
+    cache = (argmax, x.shape, (R, S), (sh, sw), (ph, pw))
+    return out.transpose(0, 3, 1, 2), cache
+
+
+def max_pool2d_backward(dout, cache):
+    """dout (N, C, P, Q) -> dx (N, C, H, W)"""
+    argmax, x_shape, (R, S), (sh, sw), (ph, pw) = cache
+    N, C, H, W = x_shape
+    P, Q = argmax.shape[1:3]
+    check_dout("max_pool2d", dout, (N, C, P, Q))
+    xp = backend.get_array_module(dout)
+    dout_nhwc = dout.transpose(0, 2, 3, 1)
+    dx = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=dout.dtype)
+    for k, (r, s) in enumerate((r, s) for r in range(R) for s in range(S)):
+        dx[:, r:r + sh * (P - 1) + 1:sh, s:s + sw * (Q - 1) + 1:sw] += xp.where(argmax == k, dout_nhwc, 0)
+    return dx[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
+
+
+def _cells(size, out_size):
+    """torch's adaptive pooling cells: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out_size, math.ceil((i + 1) * size / out_size)) for i in range(out_size)]
+
+
+def adaptive_avg_pool2d_forward(x, output_size=(1, 1)):
+    """x (N, C, H, W) -> out (N, C, P, Q), cache"""
+    layer = "adaptive_avg_pool2d"
+    check_rank(layer, x, 4, "(N, C, H, W)")
+    check_float(layer, x)
+    P, Q = pair(output_size, "output_size")
+    N, C, H, W = x.shape
+    if not (0 < P <= H and 0 < Q <= W):
+        raise ValueError(f"{layer}: output size {(P, Q)} must be between 1 and the input "
+                         f"size {(H, W)}")
+    xp = backend.get_array_module(x)
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    out = xp.empty((N, P, Q, C), dtype=x.dtype)
+    for i, (h0, h1) in enumerate(_cells(H, P)):
+        for j, (w0, w1) in enumerate(_cells(W, Q)):
+            out[:, i, j] = x_nhwc[:, h0:h1, w0:w1].mean(axis=(1, 2))
+    return out.transpose(0, 3, 1, 2), (x.shape, (P, Q))
+
+
+def adaptive_avg_pool2d_backward(dout, cache):
+    """dout (N, C, P, Q) -> dx (N, C, H, W)"""
+    (N, C, H, W), (P, Q) = cache
+    check_dout("adaptive_avg_pool2d", dout, (N, C, P, Q))
+    xp = backend.get_array_module(dout)
+    dout_nhwc = dout.transpose(0, 2, 3, 1)
+    dx = xp.zeros((N, H, W, C), dtype=dout.dtype)
+    for i, (h0, h1) in enumerate(_cells(H, P)):
+        for j, (w0, w1) in enumerate(_cells(W, Q)):
+            area = (h1 - h0) * (w1 - w0)
+            dx[:, h0:h1, w0:w1] += dout_nhwc[:, i:i + 1, j:j + 1] / area
+    return dx.transpose(0, 3, 1, 2)

@@ -1,0 +1,8 @@
+"""Modules: the object layer over :mod:`resnet_np.functional`, named as torch.nn names them."""
+from .layers import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, CrossEntropyLoss, Flatten, Linear,
+                     MaxPool2d, ReLU)
+from .module import Module, Parameter, Sequential, is_grad_enabled, no_grad
+
+__all__ = ["AdaptiveAvgPool2d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "Flatten",
+           "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential",
+           "is_grad_enabled", "no_grad"]

@@ -1,0 +1,216 @@
+"""Layers as modules, with torch.nn's names and constructor signatures.
+
+Each module's forward calls the functional layer and keeps its cache; its
+backward adds the parameter gradients into ``Parameter.grad`` and returns the
+gradient of the input. Parameters are created in ``dtype`` (float32 unless
+asked) with torch's default initialisation, from ``resnet_np.backend.rng()``.
+"""
+import math
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..functional._checks import pair
+from .module import Module, Parameter
+
+
+def _uniform(shape, bound, dtype):
+    return backend.rng().uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Conv2d(Module):
+    """2-D convolution. weight (K, C/G, R, S), bias (K,) when ``bias=True``.
+
+    Initialised as torch does: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    with fan_in = C/G * R * S, for the weight and the bias alike.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, dtype="float32"):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        dtype = backend.resolve_dtype(dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        self.dilation, self.groups = pair(dilation, "dilation"), groups
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1 / math.sqrt(fan_in)
+        self.weight = Parameter(_uniform((out_channels, in_channels // groups) + self.kernel_size,
+                                         bound, dtype))
+        self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
+
+    def forward(self, x):
+        out, cache = F.conv2d_forward(x, self.weight.data,
+                                      None if self.bias is None else self.bias.data,
+                                      self.stride, self.padding, self.dilation, self.groups)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.conv2d_backward(dout, self._pop_cache())
+        self.weight.accumulate_grad(dw)
+        if self.bias is not None:
+            self.bias.accumulate_grad(db)
+        return dx
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation of each channel; weight 1, bias 0, running mean 0, var 1.
+
+    Buffers, as torch names them: running_mean, running_var, num_batches_tracked.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype="float32"):
+        super().__init__()
+        if not affine or not track_running_stats:
+            raise ValueError("BatchNorm2d: only affine=True, track_running_stats=True is supported")
+        dtype = backend.resolve_dtype(dtype)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype=dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+
+    def forward(self, x):
+        out, cache = F.batch_norm2d_forward(x, self.weight.data, self.bias.data,
+                                            self.running_mean, self.running_var,
+                                            self.training, self.momentum, self.eps)
+        if self.training:
+            self._set_buffer("num_batches_tracked", self.num_batches_tracked + 1)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.batch_norm2d_backward(dout, self._pop_cache())
+        self.weight.accumulate_grad(dgamma)
+        self.bias.accumulate_grad(dbeta)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class ReLU(Module):
+    """max(x, 0). ``inplace`` is accepted for torch compatibility; the output is new."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        out, cache = F.relu_forward(x)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        return F.relu_backward(dout, self._pop_cache())
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        return F.max_pool2d_backward(dout, self._pop_cache())
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        out, cache = F.adaptive_avg_pool2d_forward(x, self.output_size)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        return F.adaptive_avg_pool2d_backward(dout, self._pop_cache())
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Flatten(Module):
+    """(N, C, H, W) -> (N, C*H*W), as torch.nn.Flatten() (start_dim=1)."""
+
+    def forward(self, x):
+        out, cache = F.flatten_forward(x)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        return F.flatten_backward(dout, self._pop_cache())
+
+
+class Linear(Module):
+    """out = x @ weight.T + bias; weight (F, D) and bias U(-1/sqrt(D), 1/sqrt(D)) as torch."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype="float32"):
+        super().__init__()
+        dtype = backend.resolve_dtype(dtype)
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features)
+        self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
+        self.bias = Parameter(_uniform((out_features,), bound, dtype)) if bias else None
+
+    def forward(self, x):
+        out, cache = F.linear_forward(x, self.weight.data,
+                                      None if self.bias is None else self.bias.data)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.linear_backward(dout, self._pop_cache())
+        self.weight.accumulate_grad(dw)
+        if self.bias is not None:
+            self.bias.accumulate_grad(db)
+        return dx
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class CrossEntropyLoss:
+    """Mean softmax cross-entropy: ``loss = criterion(logits, labels)``, then
+    ``dlogits = criterion.backward()`` (the gradient of the loss itself)."""
+
+    def __init__(self, label_smoothing=0.0):
+        self.label_smoothing = label_smoothing
+        self._cache = None
+
+    def __call__(self, logits, labels):
+        loss, self._cache = F.softmax_cross_entropy_forward(logits, labels, self.label_smoothing)
+        return loss
+
+    def backward(self, dloss=1.0):
+        if self._cache is None:
+            raise RuntimeError("CrossEntropyLoss: backward called without a forward to match")
+        cache, self._cache = self._cache, None
+        return F.softmax_cross_entropy_backward(dloss, cache)
