@@ -1,0 +1,64 @@
+"""The one shape every dataset of this package has: images, labels, class names.
+
+Image notation, used in every docstring of this package:
+
+    N       number of images         H, W    height and width
+    B       batch size               3       RGB channels
+
+Datasets keep their images as uint8 (N, H, W, 3), channels last, as image files
+and Pillow store them: four times smaller than float32 and what the augmentations
+work on. :func:`~resnet_np.data.transforms.normalize` turns a batch into the
+float32 (B, 3, H, W) that the network takes.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class Dataset:
+    """Images and labels held in memory.
+
+    Attributes
+    ----------
+    images : ndarray of uint8, shape (N, H, W, 3)
+        RGB images, channels last.
+    labels : ndarray of int64, shape (N,)
+        Class index of each image, in ``range(len(classes))``.
+    classes : list of str
+        Class names; ``classes[k]`` names label ``k``.
+    name : str
+        Where the data came from, e.g. ``"cifar10/train"``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list
+    name: str
+
+    def __post_init__(self):
+        images, labels = self.images, self.labels
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"{self.name}: images must be uint8 (N, H, W, 3), "
+                             f"got {images.dtype} {images.shape}")
+        if labels.dtype != np.int64 or labels.shape != images.shape[:1]:
+            raise ValueError(f"{self.name}: labels must be int64 ({len(images)},), "
+                             f"got {labels.dtype} {labels.shape}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
+            raise ValueError(f"{self.name}: labels must lie in [0, {len(self.classes)}), "
+                             f"got [{labels.min()}, {labels.max()}]")
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __repr__(self):
+        return (f"Dataset({self.name!r}, {len(self)} images of "
+                f"{self.images.shape[1]}x{self.images.shape[2]}, {len(self.classes)} classes)")
+
+
+def check_split(split):
+    """Raise a ValueError unless ``split`` is ``"train"`` or ``"test"``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")

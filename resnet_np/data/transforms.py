@@ -1,0 +1,212 @@
+"""Image loading, resizing, augmentation and normalisation on NumPy arrays.
+
+Augmentations take a uint8 batch (B, H, W, 3) and a ``numpy.random.Generator``
+and return a new batch; the caller owns the generator, so a seeded run is
+reproducible. :func:`normalize` is the last step: uint8 (B, H, W, 3) in,
+float32 (B, 3, H, W) out.
+"""
+import numpy as np
+
+# Per-channel mean and standard deviation of the CIFAR-10 training pixels, in
+# [0, 1]. (The often-copied std (0.2023, 0.1994, 0.2010) is not the pixel std.)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# The values torchvision's ImageNet weights were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- #
+# Files and sizes
+# --------------------------------------------------------------------------- #
+def pil_image_module():
+    """Return ``PIL.Image``; Pillow is optional, so say how to get it if missing."""
+    try:
+        from PIL import Image
+    except ImportError as err:
+        raise ImportError("reading and resizing images needs Pillow: pip install pillow") from err
+    return Image
+
+
+def load_image(path):
+    """Open an image file (JPEG, PNG, ... anything Pillow reads) as RGB.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"RGB"``, pixels loaded (the file is closed).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file is not an image Pillow can read, or it is truncated.
+    """
+    Image = pil_image_module()
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert() decodes the whole file
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as err:
+        # OSError includes UnidentifiedImageError (not an image) and truncated
+        # data; a few broken headers raise SyntaxError.
+        raise ValueError(f"{path}: not a readable image file ({err})") from err
+
+
+def resize_images(images, size):
+    """Resize every image to ``size`` x ``size`` with bilinear interpolation.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (N, H, W, 3)
+    size : int
+
+    Returns
+    -------
+    ndarray of uint8, shape (N, size, size, 3)
+        The input itself when it already has that size.
+    """
+    if images.shape[1:3] == (size, size):
+        return images
+    Image = pil_image_module()
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        out[i] = Image.fromarray(image).resize((size, size), Image.BILINEAR)
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Augmentation
+# --------------------------------------------------------------------------- #
+def random_crop(images, rng, padding=4, size=None):
+    """Pad with zeros on every side, then crop each image at a random place.
+
+    Parameters
+    ----------
+    images : ndarray, shape (B, H, W, C)
+    rng : numpy.random.Generator
+    padding : int
+        Zeros added above, below, left and right.
+    size : int, optional
+        Side of the square crop; defaults to H (which must then equal W), so
+        the output has the input's shape: the CIFAR "pad 4, crop 32" recipe.
+
+    Returns
+    -------
+    ndarray, shape (B, size, size, C)
+        Image ``b`` is ``padded[b, top:top + size, left:left + size]`` with
+        ``top`` and ``left`` drawn uniformly from ``[0, H + 2*padding - size]``.
+    """
+    n, h, w, _ = images.shape
+    size = h if size is None else size
+    if size > min(h, w) + 2 * padding:
+        raise ValueError(f"crop {size} is larger than the padded image "
+                         f"{h + 2 * padding}x{w + 2 * padding}")
+    padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    top = rng.integers(0, h + 2 * padding - size + 1, size=n)
+    left = rng.integers(0, w + 2 * padding - size + 1, size=n)
+    rows = top[:, None] + np.arange(size)     # (B, size)
+    cols = left[:, None] + np.arange(size)    # (B, size)
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def random_flip(images, rng, p=0.5):
+    """Mirror each image left-right with probability ``p``.
+
+    Parameters
+    ----------
+    images : ndarray, shape (B, H, W, C)
+    rng : numpy.random.Generator
+    p : float
+
+    Returns
+    -------
+    ndarray, shape (B, H, W, C)
+        A copy; the input is not changed.
+    """
+    flip = rng.random(len(images)) < p
+    out = images.copy()
+    out[flip] = images[flip, :, ::-1]
+    return out
+
+
+def cifar_augment(images, rng):
+    """The standard CIFAR training augmentation: pad-4 random crop, then random flip."""
+    return random_flip(random_crop(images, rng, padding=4), rng)
+
+
+# --------------------------------------------------------------------------- #
+# To network input
+# --------------------------------------------------------------------------- #
+def normalize(images, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
+    """Scale uint8 pixels to [0, 1], normalise each channel, go channels-first.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (B, H, W, 3)
+    mean, std : sequence of 3 floats
+        Per-channel statistics in [0, 1] units, e.g. :data:`CIFAR10_MEAN`.
+
+    Returns
+    -------
+    ndarray of float32, shape (B, 3, H, W)
+        ``(images / 255 - mean) / std``, computed in float32 in that order, as
+        torchvision's ``ToTensor`` then ``Normalize`` do. The array is a
+        transposed view of a channels-last buffer (PyTorch's ``channels_last``
+        memory format), the layout the convolutions of ``resnet_np.functional``
+        work in; ``np.ascontiguousarray`` makes it plain (B, 3, H, W) if needed.
+    """
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    x = images.astype(np.float32) / np.float32(255)
+    x -= mean
+    x /= std
+    return x.transpose(0, 3, 1, 2)
+
+
+def imagenet_preprocess(image, resize_size=256, crop_size=224,
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Evaluation preprocessing of torchvision's ImageNet weights, exactly.
+
+    Equal to ``Compose([Resize(256), CenterCrop(224), ToTensor(),
+    Normalize(IMAGENET_MEAN, IMAGENET_STD)])`` applied to a PIL image, which is
+    also what ``ResNet50_Weights.IMAGENET1K_V1.transforms()`` does.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Converted to RGB first (torchvision would keep a grey image 1-channel).
+    resize_size : int
+        The shorter side is resized to this; the longer side to
+        ``int(resize_size * long / short)`` (truncated, as torchvision does).
+    crop_size : int
+        Side of the centre crop; must not exceed ``resize_size``.
+    mean, std : sequence of 3 floats
+
+    Returns
+    -------
+    ndarray of float32, shape (3, crop_size, crop_size)
+    """
+    if crop_size > resize_size:
+        raise ValueError(f"crop_size {crop_size} exceeds resize_size {resize_size}")
+    Image = pil_image_module()
+    image = image.convert("RGB")
+    w, h = image.size
+    short, long = min(w, h), max(w, h)
+    new_short, new_long = resize_size, int(resize_size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        # Pillow's BILINEAR filter widens its support when shrinking: that is
+        # the antialiasing torchvision's Resize gets on a PIL image.
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+    # Python's round() (half to even), as torchvision's center_crop uses.
+    top = int(round((new_h - crop_size) / 2.0))
+    left = int(round((new_w - crop_size) / 2.0))
+    pixels = np.asarray(image)[top:top + crop_size, left:left + crop_size]
+    return normalize(pixels[None], mean, std)[0]

@@ -1,0 +1,15 @@
+"""Shared test setup: GPU tests are skipped, with the reason, where no GPU is usable."""
+import pytest
+
+from resnet_np import backend
+
+
+def pytest_collection_modifyitems(config, items):
+    if backend.gpu_available():
+        return
+    reason = ("no usable GPU: CuPy is not installed" if backend._cupy is None
+              else "no usable GPU: CuPy found no CUDA device")
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
