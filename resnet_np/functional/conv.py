@@ -78,6 +78,13 @@ def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
     return windows.reshape(N * P * Q, G, R * S * Cg)
 
 
+def _valid_outputs(offset, pad, stride, size, out_size):
+    """First and last output p whose input row p*stride + offset - pad lies in [0, size)."""
+    first = max(0, -((offset - pad) // stride))          # ceil((pad - offset) / stride)
+    last = min(out_size - 1, (size - 1 + pad - offset) // stride)
+    return first, last
+
+
 def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
     """Adjoint of :func:`im2col`: add every column entry back to its input pixel.
 
@@ -86,6 +93,8 @@ def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
 
     Windows overlap when the stride is smaller than the kernel, so entries are
     accumulated (``+=``), never assigned: one strided slice per kernel offset.
+    Entries that fall in the zero padding are dropped (each slice is clipped),
+    so no padded buffer is needed.
     """
     xp = backend.get_array_module(cols)
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -93,20 +102,22 @@ def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
     G, Cg = groups, C // groups
     if R == S == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0):
         return cols.reshape(N, H, W, C)  # a 1x1 stride-1 conv: im2col was the identity
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    P = (Hp - dh * (R - 1) - 1) // sh + 1
-    Q = (Wp - dw * (S - 1) - 1) // sw + 1
+    P = (H + 2 * ph - dh * (R - 1) - 1) // sh + 1
+    Q = (W + 2 * pw - dw * (S - 1) - 1) // sw + 1
     cols = cols.reshape(N, P, Q, G, R, S, Cg)
-    dx = xp.zeros((N, Hp, Wp, G, Cg), dtype=cols.dtype)
+    dx = xp.zeros((N, H, W, G, Cg), dtype=cols.dtype)
     for r in range(R):
+        p0, p1 = _valid_outputs(r * dh, ph, sh, H, P)
+        if p0 > p1:
+            continue
+        rows = slice(p0 * sh + r * dh - ph, p1 * sh + r * dh - ph + 1, sh)
         for s in range(S):
-            rows = slice(r * dh, r * dh + sh * (P - 1) + 1, sh)
-            columns = slice(s * dw, s * dw + sw * (Q - 1) + 1, sw)
-            dx[:, rows, columns] += cols[:, :, :, :, r, s, :]
-    dx = dx.reshape(N, Hp, Wp, C)
-    if ph or pw:
-        dx = dx[:, ph:ph + H, pw:pw + W]
-    return dx
+            q0, q1 = _valid_outputs(s * dw, pw, sw, W, Q)
+            if q0 > q1:
+                continue
+            columns = slice(q0 * sw + s * dw - pw, q1 * sw + s * dw - pw + 1, sw)
+            dx[:, rows, columns] += cols[:, p0:p1 + 1, q0:q1 + 1, :, r, s, :]
+    return dx.reshape(N, H, W, C)
 
 
 def _weight_matrix(w, groups):
@@ -130,7 +141,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
                   g["dilation"], G)
     w_mat = _weight_matrix(w, G)
     if G == 1:
-        out = cols[:, 0] @ w_mat[0].T                       # (N*P*Q, K)
+        out = backend.matmul(cols[:, 0], w_mat[0].T)        # (N*P*Q, K)
     else:
         out = xp.matmul(cols.transpose(1, 0, 2), w_mat.transpose(0, 2, 1))  # (G, NPQ, K/G)
         out = out.transpose(1, 0, 2).reshape(N * P * Q, K)
@@ -140,10 +151,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return out.reshape(N, P, Q, K).transpose(0, 3, 1, 2), cache
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`.
 
     dout (N, K, P, Q)  ->  dx (N, C, H, W), dw (K, C/G, R, S), db (K,) or None
+    With ``input_grad=False`` dx is not computed (None): a network's first layer
+    needs no gradient for its input images, and it is the costliest col2im.
     """
     x_shape, w, has_bias, cols, g = cache
     N, C, H, W = x_shape
@@ -153,14 +166,18 @@ def conv2d_backward(dout, cache):
     dout_mat = xp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(N * P * Q, G, K // G)
     w_mat = _weight_matrix(w, G)
     if G == 1:
-        dw_mat = (dout_mat[:, 0].T @ cols[:, 0])[None]          # (1, K, RSC)
-        dcols = (dout_mat[:, 0] @ w_mat[0])[:, None]            # (NPQ, 1, RSC)
+        dw_mat = backend.matmul(dout_mat[:, 0].T, cols[:, 0])[None]         # (1, K, RSC)
     else:
         dw_mat = xp.matmul(dout_mat.transpose(1, 2, 0), cols.transpose(1, 0, 2))
-        dcols = xp.matmul(dout_mat.transpose(1, 0, 2), w_mat).transpose(1, 0, 2)
     Cg, R, S = w.shape[1:]
     dw = dw_mat.reshape(G, K // G, R, S, Cg).transpose(0, 1, 4, 2, 3).reshape(w.shape)
     db = dout_mat.reshape(N * P * Q, K).sum(axis=0) if has_bias else None
+    if not input_grad:
+        return None, dw, db
+    if G == 1:
+        dcols = backend.matmul(dout_mat[:, 0], w_mat[0])[:, None]          # (NPQ, 1, RSC)
+    else:
+        dcols = xp.matmul(dout_mat.transpose(1, 0, 2), w_mat).transpose(1, 0, 2)
     dx = col2im(dcols, (N, H, W, C), R, S, g["stride"], g["padding"], g["dilation"], G)
     return dx.transpose(0, 3, 1, 2), dw, db
 

@@ -4,6 +4,7 @@
               dx = dout @ w,  dw = dout.T @ x,  db = sum_n dout
     flatten:  x (N, C, H, W) -> (N, C*H*W) in (c, h, w) order, as torch.flatten(x, 1)
 """
+from .. import backend
 from ._checks import check_dout, check_float, check_rank, check_same_dtype
 
 
@@ -16,7 +17,7 @@ def linear_forward(x, w, b=None):
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"{layer}: input has {x.shape[1]} features but weight {tuple(w.shape)} "
                          f"expects {w.shape[1]} (x.shape={tuple(x.shape)})")
-    out = x @ w.T
+    out = backend.matmul(x, w.T)
     if b is not None:
         out += b
     return out, (x, w, b is not None)
@@ -26,7 +27,8 @@ def linear_backward(dout, cache):
     """dout (N, F) -> dx (N, D), dw (F, D), db (F,) or None"""
     x, w, has_bias = cache
     check_dout("linear", dout, (x.shape[0], w.shape[0]))
-    return dout @ w, dout.T @ x, (dout.sum(axis=0) if has_bias else None)
+    return (backend.matmul(dout, w), backend.matmul(dout.T, x),
+            dout.sum(axis=0) if has_bias else None)
 
 
 def flatten_forward(x):

@@ -223,8 +223,12 @@ class ResNet(Module):
         self._save(flatten_cache)
         return self.fc(x)
 
-    def backward(self, dlogits):
-        """dlogits (N, num_classes) -> dx (N, 3, H, W); fills every parameter's .grad."""
+    def backward(self, dlogits, input_grad=True):
+        """dlogits (N, num_classes) -> dx (N, 3, H, W); fills every parameter's .grad.
+
+        Training needs no gradient for the images: ``input_grad=False`` skips it
+        (and returns None), as torch does for inputs without requires_grad.
+        """
         flatten_cache = self._pop_cache()
         dx = F.flatten_backward(self.fc.backward(dlogits), flatten_cache)
         dx = self.avgpool.backward(dx)
@@ -232,7 +236,7 @@ class ResNet(Module):
             dx = layer.backward(dx)
         if self.maxpool is not None:
             dx = self.maxpool.backward(dx)
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(dx)))
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(dx)), input_grad)
 
     def extra_repr(self):
         return f"num_classes={self.num_classes}, dtype={self._dtype.name}"

@@ -50,8 +50,9 @@ class Conv2d(Module):
         self._save(cache)
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self._pop_cache())
+    def backward(self, dout, input_grad=True):
+        """-> dx, or None with ``input_grad=False`` (saves the col2im of a first layer)."""
+        dx, dw, db = F.conv2d_backward(dout, self._pop_cache(), input_grad)
         self.weight.accumulate_grad(dw)
         if self.bias is not None:
             self.bias.accumulate_grad(db)
