@@ -194,4 +194,8 @@ def _prefetch(items):
             yield value
     finally:
         stop.set()
-        thread.join()
+        # Bounded: when an abandoned loop is finalised by the garbage collector,
+        # the collector may run while this thread holds the queue's lock, and
+        # the worker, blocked on that lock, could then never finish. It sees
+        # ``stop`` within 0.05 s otherwise, and is a daemon either way.
+        thread.join(timeout=1.0)
