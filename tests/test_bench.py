@@ -1,0 +1,233 @@
+"""The benchmark suite: FLOP counts, timing statistics, the layer-shape walk, the reports.
+
+Nothing here asserts a time: machines are noisy. The end-to-end run is a tiny
+ResNet-18 on 32x32 images with one repetition.
+"""
+import csv
+import importlib.util
+
+import numpy as np
+import pytest
+
+import resnet_np as rn
+from resnet_np.bench import (LayerSpec, Timing, conv_flops, layer_flops, layer_shapes,
+                             linear_flops, main, measure, quick_selection)
+from resnet_np.bench import report, runs
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+MISSING = runs.unavailable_backends()
+# Every backend, skipped with its reason where it cannot run here.
+EVERY_BACKEND = [pytest.param(key, marks=[pytest.mark.skipif(key in MISSING,
+                                                             reason=MISSING.get(key, ""))]
+                              + ([pytest.mark.gpu] if key in runs.GPU_BACKENDS else []))
+                 for key in runs.BACKENDS]
+
+
+def conv(C, H, K, R, stride=1, padding=0, groups=1):
+    return LayerSpec("conv", (C, H, H), out_features=K, kernel=(R, R), stride=(stride, stride),
+                     padding=(padding, padding), groups=groups)
+
+
+@pytest.fixture(scope="module")
+def resnet50_groups():
+    return layer_shapes(rn.resnet50(), 224)
+
+
+# --------------------------------------------------------------------------- #
+# FLOPs
+# --------------------------------------------------------------------------- #
+def test_conv_flops_by_hand():
+    # stem 7x7/2 pad 3, 3 -> 64 at 224: P = Q = (224 + 6 - 7) // 2 + 1 = 112
+    assert conv_flops(conv(3, 224, 64, 7, 2, 3), 1) == 2 * 112 * 112 * 64 * 3 * 7 * 7
+    # 1x1, 256 -> 64 at 56x56, batch 8: 2 * 8 * 56*56 * 64 * 256
+    assert conv_flops(conv(256, 56, 64, 1), 8) == 822_083_584
+    # 3x3/2 pad 1, 128 -> 128 at 56: P = Q = 28
+    assert conv_flops(conv(128, 56, 128, 3, 2, 1), 2) == 2 * 2 * 28 * 28 * 128 * 128 * 9
+    # grouped (ResNeXt 32x4d): each filter sees C/G = 4 channels
+    assert conv_flops(conv(128, 56, 128, 3, 1, 1, groups=32), 1) == 2 * 56 * 56 * 128 * 4 * 9
+
+
+def test_backward_is_twice_forward_and_other_layers_have_none():
+    spec = conv(64, 56, 64, 3, 1, 1)
+    assert layer_flops(spec, 4, "backward") == 2 * layer_flops(spec, 4, "forward")
+    fc = LayerSpec("fc", (2048,), out_features=1000, bias=True)
+    assert linear_flops(fc, 8) == 2 * 8 * 2048 * 1000
+    assert layer_flops(fc, 8, "backward") == 4 * 8 * 2048 * 1000
+    assert layer_flops(LayerSpec("bn", (64, 56, 56)), 8, "forward") is None
+
+
+def test_resnet50_forward_is_about_4_1_giga_multiply_adds(resnet50_groups):
+    # The well-known figure for ResNet-50 at 224x224: about 4.1 GMACs per image.
+    macs = sum(g.uses * layer_flops(g.spec, 1, "forward") / 2
+               for g in resnet50_groups if g.spec.kind in ("conv", "fc"))
+    assert 4.0e9 < macs < 4.2e9
+
+
+# --------------------------------------------------------------------------- #
+# Timing
+# --------------------------------------------------------------------------- #
+def test_measure_on_a_fake_clock():
+    ticks = iter([0.0, 100.0,                                   # the warm-up run
+                  0.0, 1.0, 5.0, 8.0, 10.0, 12.0, 20.0, 30.0])  # 1, 3, 2, 10 s
+    calls, syncs = [], []
+    timing = measure(lambda arg: calls.append(arg), setup=lambda: "fresh", warmup=1, reps=4,
+                     sync=lambda: syncs.append(1), clock=lambda: next(ticks))
+    assert timing.times == (1.0, 3.0, 2.0, 10.0)
+    assert calls == ["fresh"] * 5
+    assert len(syncs) == 10  # before and after every run, the warm-up included
+    assert timing.median == 2.5 and timing.min == 1.0 and timing.max == 10.0
+    assert timing.quartiles == (1.75, 4.75)
+
+
+def test_timing_statistics_of_odd_count():
+    t = Timing((0.3, 0.1, 0.2))
+    assert t.median == 0.2 and t.quartiles == pytest.approx((0.15, 0.25))
+    with pytest.raises(ValueError):
+        measure(lambda: None, reps=0)
+
+
+# --------------------------------------------------------------------------- #
+# The layer-shape walk
+# --------------------------------------------------------------------------- #
+def test_resnet50_has_23_distinct_conv_shapes(resnet50_groups):
+    # Counted by hand from the architecture (Bottlenecks [3, 4, 6, 3], v1.5 stride on the 3x3):
+    #   stem 7x7/2: 1
+    #   layer1 (56x56, width 64): 1x1 64->64, 3x3 64->64, 1x1 64->256 (the downsample
+    #       1x1 64->256 stride 1 has the same shape), 1x1 256->64 in blocks 1-2: 4
+    #   layer2..4, each: block 0 1x1 reduce, 3x3/2, 1x1 expand, downsample 1x1/2;
+    #       blocks 1+ 1x1 reduce from the wider input and 3x3/1 (the expand repeats): 6 x 3
+    # 1 + 4 + 18 = 23 distinct shapes; 53 convolutions (49 in the main path + 4 downsamples).
+    convs = [g for g in resnet50_groups if g.spec.kind == "conv"]
+    assert len(convs) == 23
+    assert sum(g.uses for g in convs) == 53
+    kinds = {g.spec.kind: sum(h.uses for h in resnet50_groups if h.spec.kind == g.spec.kind)
+             for g in resnet50_groups}
+    assert kinds == {"conv": 53, "bn": 53, "maxpool": 1, "fc": 1}
+    stem = convs[0]
+    assert stem.names == ["conv1"] and stem.spec.in_shape == (3, 224, 224)
+    assert not stem.spec.channels_last       # the user's NCHW images
+    assert convs[1].spec.channels_last       # what the max-pool hands on
+    assert "layer1.0.downsample.0" in convs[3].names  # shares 1x1 64->256 @56 with conv3
+
+
+def test_walk_leaves_the_model_as_it_was():
+    model = rn.resnet18(cifar_stem=True)
+    layer_shapes(model, 32)
+    assert model.training
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+def test_conv_shapes_match_torchvision(resnet50_groups):
+    from reference import import_torchvision, torch
+    model = import_torchvision().models.resnet50().eval()
+    seen = set()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda m, inputs, out: seen.add(
+                (tuple(inputs[0].shape[1:]), m.out_channels, m.kernel_size, m.stride, m.padding)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread is quick enough, and is not slowed by a busy machine
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 224, 224))
+    finally:
+        torch.set_num_threads(threads)
+    ours = {(g.spec.in_shape, g.spec.out_features, g.spec.kernel, g.spec.stride, g.spec.padding)
+            for g in resnet50_groups if g.spec.kind == "conv"}
+    assert ours == seen
+
+
+def test_quick_selection_keeps_one_layer_of_each_kind(resnet50_groups):
+    chosen = quick_selection(resnet50_groups)
+    convs = [(g.spec.kernel[0], g.spec.stride[0]) for g in chosen if g.spec.kind == "conv"]
+    assert sorted(convs) == [(1, 1), (1, 2), (3, 1), (3, 2), (7, 2)]
+    assert [g.spec.kind for g in chosen].count("bn") == 1
+    assert {"maxpool", "fc"} <= {g.spec.kind for g in chosen}
+
+
+# --------------------------------------------------------------------------- #
+# Runs, in this process
+# --------------------------------------------------------------------------- #
+TINY = [conv(8, 6, 4, 3, 1, 1), LayerSpec("bn", (4, 6, 6), channels_last=True),
+        LayerSpec("maxpool", (4, 6, 6), kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+        LayerSpec("fc", (16,), out_features=10, bias=True)]
+
+
+@pytest.mark.parametrize("key", EVERY_BACKEND)
+def test_layer_job_times_every_pass(key):
+    job = dict(backend=key, batch=2, warmup=0, reps=2, threads=1, gemm_size=32,
+               specs=[s.to_json() for s in TINY])
+    result = runs.layer_job(job)
+    assert len(result["times"]) == len(TINY)
+    assert all(len(t["forward"]) == len(t["backward"]) == 2 for t in result["times"])
+    assert (result["ceiling"] is not None) == key.startswith("np")
+
+
+@pytest.mark.parametrize("key", EVERY_BACKEND)
+def test_model_job_measures_a_train_step(key):
+    job = dict(model="resnet18", batch=2, image_size=32, mode="train", backend=key, warmup=1,
+               reps=1, threads=1)
+    result = runs.model_job(job)
+    assert len(result["times"]) == 1
+    assert (result["peak_tracemalloc_mb"] is not None) == (key == "np-cpu")
+    if key == "np-cpu":
+        assert result["peak_tracemalloc_mb"] > 0
+
+
+def test_spec_survives_json():
+    for spec in TINY:
+        assert LayerSpec.from_json(spec.to_json()) == spec
+
+
+# --------------------------------------------------------------------------- #
+# Reports and files
+# --------------------------------------------------------------------------- #
+def test_ratios_from_rows():
+    rows = [dict(model="resnet50", batch=8, mode="inference", backend="np-cpu", median_ms=300.0,
+                 peak_rss_mb=None),
+            dict(model="resnet50", batch=8, mode="inference", backend="torch-cpu", median_ms=100.0,
+                 peak_rss_mb=None),
+            dict(model="resnet50", batch=8, mode="train", backend="np-cpu", median_ms=900.0,
+                 peak_rss_mb=1200.0),
+            dict(model="resnet50", batch=8, mode="train", backend="torch-cpu", median_ms=300.0,
+                 peak_rss_mb=800.0)]
+    ratios = report.model_ratios(rows, "resnet50", 8)
+    assert ratios == {"inference": 3.0, "train": 3.0, "memory": 1.5}
+
+
+def test_write_atomically_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "a.txt"
+    report.write_atomically(path, lambda f: f.write(b"old"))
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError):
+        report.write_atomically(path, fail)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_tiny_end_to_end_run_writes_every_file(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    main(["--models", "resnet18", "--image-size", "32", "--batch", "2", "--batch-sizes", "2",
+          "--warmup", "0", "--reps", "1", "--gemm-size", "64", "--threads", "1",
+          "--backends", "np-cpu", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "## Per layer (batch 2)" in printed and "## Models" in printed
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["conv_gflops.png", "layers.csv", "layers.png", "models.csv", "report.md",
+                     "throughput.png"]
+    assert (tmp_path / "report.md").read_text() == printed.rstrip("\n") + "\n"
+    with open(tmp_path / "layers.csv") as f:
+        layers = list(csv.DictReader(f))
+    assert {r["pass_"] for r in layers} == {"forward", "backward"}
+    assert len(layers) == 2 * len(layer_shapes(rn.resnet18(), 32))
+    with open(tmp_path / "models.csv") as f:
+        models = list(csv.DictReader(f))
+    assert sorted(r["mode"] for r in models) == ["inference", "train"]
+    assert all(not r["error"] and float(r["images_per_s"]) > 0 for r in models)
+    for png in ("layers.png", "conv_gflops.png", "throughput.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.isfinite([float(r["median_ms"]) for r in layers]).all()
