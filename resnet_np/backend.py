@@ -68,8 +68,11 @@ def normalize_device(device):
     name = str(device).lower()
     if name in ("cpu", "numpy"):
         return "cpu"
-    if name in ("gpu", "cuda", "cupy") or name.startswith("cuda:"):
+    if name in ("gpu", "cuda", "cupy", "cuda:0"):
         return "gpu"
+    if name.startswith("cuda:"):
+        raise ValueError(f"device {device!r}: only the current GPU is supported; choose the "
+                         "card with CUDA_VISIBLE_DEVICES and use 'gpu'")
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
 
 
@@ -99,7 +102,7 @@ def matmul(a, b):
     weight gradient, (K, N*P*Q) @ (N*P*Q, R*S*C)). The same result as
     ``(b.T @ a.T).T`` runs at full speed, and the transposes are free views.
     """
-    if a.shape[0] < b.shape[1]:
+    if a.shape[0] < b.shape[1] and get_array_module(a) is np:   # cuBLAS has no such quirk
         return (b.T @ a.T).T
     return a @ b
 

@@ -34,7 +34,8 @@ def relative_error(a, b, tiny=1e-30):
     Norm-wise rather than entry-wise, since a gradient entry that is nearly 0
     makes an entry-wise ratio meaningless (batch norm's dx sums to 0 by design).
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a = np.asarray(backend.to_numpy(a), dtype=np.float64)
+    b = np.asarray(backend.to_numpy(b), dtype=np.float64)
     scale = max(np.linalg.norm(a), np.linalg.norm(b), tiny)
     return float(np.linalg.norm(a - b) / scale)
 
@@ -60,7 +61,8 @@ def check_layer(forward, backward, args, wrt, h=1e-6, num_samples=16, seed=0):
     gen = np.random.default_rng([seed, 1])
     args = list(args)
     out, cache = forward(*args)
-    g = gen.standard_normal(out.shape)
+    xp = backend.get_array_module(out)
+    g = xp.asarray(gen.standard_normal(out.shape))
     grads = backward(g, cache)
     if not isinstance(grads, tuple):
         grads = (grads,)
@@ -71,14 +73,14 @@ def check_layer(forward, backward, args, wrt, h=1e-6, num_samples=16, seed=0):
         numeric, analytic = [], []
         for j in flat:
             idx = np.unravel_index(j, x.shape)
-            old = x[idx]
+            old = float(x[idx])        # a copy: CuPy's x[idx] would be a view
             x[idx] = old + h
             plus = float((forward(*args)[0] * g).sum())
             x[idx] = old - h
             minus = float((forward(*args)[0] * g).sum())
             x[idx] = old
             numeric.append((plus - minus) / (2 * h))
-            analytic.append(grad[idx])
+            analytic.append(float(grad[idx]))
         errors[i] = relative_error(analytic, numeric)
     return errors
 
@@ -95,8 +97,9 @@ def check_model(model, x, h=1e-5, seed=0, max_tries=4, kink_tolerance=1e-3):
     _check_float64([x] + [p.data for p in model.parameters()])
     saved = {k: v.copy() for k, v in model.state_dict().items()}
     gen = np.random.default_rng([seed, 2])
+    xp = backend.get_array_module(x)
     out = model(x)
-    g = gen.standard_normal(out.shape)
+    g = xp.asarray(gen.standard_normal(out.shape))
     model.zero_grad()
     dx = model.backward(g)
 
@@ -109,8 +112,8 @@ def check_model(model, x, h=1e-5, seed=0, max_tries=4, kink_tolerance=1e-3):
     targets = [("input", x, dx)] + [(n, p.data, p.grad) for n, p in model.named_parameters()]
     for name, array, grad in targets:
         for _ in range(max_tries):
-            v = gen.standard_normal(array.shape)
-            v /= np.linalg.norm(v)   # a unit step: h is then the distance moved
+            v = xp.asarray(gen.standard_normal(array.shape))
+            v /= float(xp.linalg.norm(v))   # a unit step: h is then the distance moved
             array += h * v
             plus = loss()
             array -= 2 * h * v

@@ -28,6 +28,11 @@ def check_float(layer, x):
 
 
 def check_same_dtype(layer, x, other, other_name):
+    """Same device (NumPy/CuPy) and same dtype, or a clear error."""
+    from ..backend import device_of
+    if device_of(x) != device_of(other):
+        raise ValueError(f"{layer}: input is on the {device_of(x)} but {other_name} is on the "
+                         f"{device_of(other)}; move the model or the input (model.to(...))")
     if x.dtype != other.dtype:
         raise ValueError(f"{layer}: input dtype {x.dtype} does not match {other_name} dtype "
                          f"{other.dtype}; cast the input (x.astype({str(other.dtype)!r}))")

@@ -116,7 +116,8 @@ def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
             if q0 > q1:
                 continue
             columns = slice(q0 * sw + s * dw - pw, q1 * sw + s * dw - pw + 1, sw)
-            dx[:, rows, columns] += cols[:, p0:p1 + 1, q0:q1 + 1, :, r, s, :]
+            tile = dx[:, rows, columns]          # a view: += then adds in place (CuPy too)
+            tile += cols[:, p0:p1 + 1, q0:q1 + 1, :, r, s, :]
     return dx.reshape(N, H, W, C)
 
 

@@ -16,12 +16,13 @@ def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0):
     check_rank(layer, logits, 2, "logits (N, M)")
     check_float(layer, logits)
     xp = backend.get_array_module(logits)
-    labels = xp.asarray(labels)
+    labels = backend.to_device(labels, backend.device_of(logits))
     N, M = logits.shape
     if labels.shape != (N,) or labels.dtype.kind not in "iu":
         raise ValueError(f"{layer}: labels must be integers of shape ({N},), got shape "
                          f"{tuple(labels.shape)} and dtype {labels.dtype}")
-    if N and (int(labels.min()) < 0 or int(labels.max()) >= M):
+    # One host sync for the check; CuPy would silently wrap an out-of-range index.
+    if N and bool(((labels < 0) | (labels >= M)).any()):
         raise ValueError(f"{layer}: labels must lie in [0, {M}), got values in "
                          f"[{int(labels.min())}, {int(labels.max())}]")
     if not 0.0 <= label_smoothing <= 1.0:

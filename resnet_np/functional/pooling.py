@@ -45,7 +45,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
         else:
             wins = candidate > out          # strict: an earlier equal maximum keeps its place
             xp.maximum(out, candidate, out=out)
-            xp.copyto(argmax, k, where=wins)
+            xp.copyto(argmax, argmax.dtype.type(k), where=wins)
     cache = (argmax, x.shape, (R, S), (sh, sw), (ph, pw))
     return out.transpose(0, 3, 1, 2), cache
 
@@ -61,7 +61,8 @@ def max_pool2d_backward(dout, cache):
     dx = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=dout.dtype)
     for k, (r, s) in enumerate((r, s) for r in range(R) for s in range(S)):
         # multiplying by the boolean mask is 3x faster in NumPy than xp.where
-        dx[:, r:r + sh * (P - 1) + 1:sh, s:s + sw * (Q - 1) + 1:sw] += dout_nhwc * (argmax == k)
+        tile = dx[:, r:r + sh * (P - 1) + 1:sh, s:s + sw * (Q - 1) + 1:sw]
+        tile += dout_nhwc * (argmax == k)
     return dx[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
 
 

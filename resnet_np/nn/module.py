@@ -206,7 +206,9 @@ class Module:
             else:
                 current = module._buffers[name]
             xp = backend.get_array_module(current)
-            value = backend.to_numpy(state_dict[key]) if xp is np else state_dict[key]
+            value = state_dict[key]
+            value = value.detach() if hasattr(value, "detach") else value   # a torch tensor
+            value = backend.to_numpy(value) if xp is np else value
             value = xp.asarray(value, dtype=current.dtype).reshape(current.shape).copy()
             if name in module._parameters:
                 module._parameters[name].data = value

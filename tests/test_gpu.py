@@ -1,0 +1,731 @@
+"""The CuPy backend on an NVIDIA GPU, checked against the NumPy backend and torchvision.
+
+    functional layers  every layer forward and backward on CuPy arrays against the same
+                       layer on NumPy arrays: float64 to 1e-10, float32 to 1e-4
+                       (norm-wise relative error per tensor); in-place updates too
+    gradients          central finite differences on the GPU, float64
+    models             ResNet-50 and ResNet-101 on the GPU against torchvision on CUDA:
+                       logits, input gradient, every parameter gradient and the running
+                       statistics, train and eval, float64 (1e-8) and float32 (measured
+                       against the float64 truth, as tests/test_models.py does)
+    optimizers         SGD, Adam and AdamW steps on CuPy parameters against NumPy ones
+    training           a few steps of ResNet-18 stay on the GPU and lower the loss, and
+                       match the same steps on the CPU
+    devices            model.to("gpu") / .to("cpu") round trips, load_state_dict from any
+                       device, and the error for an input on the wrong device
+
+Every test is marked ``gpu``: tests/conftest.py skips them, with the reason, where CuPy or
+a CUDA device is missing. CuPy is never imported at module level, so the module imports
+(and its tests are collected and skipped) on a machine without it.
+Run them with ``PYTHONPATH=. python3 -m pytest -m gpu``.
+"""
+import importlib
+
+import numpy as np
+import pytest
+
+import resnet_np as rn
+from resnet_np import backend
+from resnet_np import functional as F
+from resnet_np.gradcheck import relative_error
+from resnet_np.nn.module import Parameter
+from resnet_np.optim import SGD, Adam, AdamW
+
+pytestmark = pytest.mark.gpu
+
+TOL = {"float64": 1e-10, "float32": 1e-4}   # GPU against CPU, norm-wise relative error
+GRADCHECK_TOL = 1e-6                         # finite differences in float64, as test_functional
+
+
+# --------------------------------------------------------------------------- #
+# Fixtures and helpers
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def cp():
+    """The ``cupy`` module, imported only here (never at collection time)."""
+    cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy")
+    if not backend.gpu_available():
+        pytest.skip("CuPy found no CUDA device")
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def tm():
+    """tests/test_models.py, for its torchvision helpers (imports torch and torchvision)."""
+    return importlib.import_module("test_models")
+
+
+@pytest.fixture(scope="module")
+def torch_cuda(tm):
+    torch = tm.torch
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch was built without CUDA or sees no CUDA device")
+    return torch
+
+
+@pytest.fixture
+def full_float32(torch_cuda):
+    """torch's cuDNN convolutions default to TF32 on an H200: ask for true float32."""
+    b = torch_cuda.backends
+    if hasattr(getattr(b.cudnn, "conv", None), "fp32_precision"):     # torch >= 2.9
+        knobs = [(b.cuda.matmul, "fp32_precision", "ieee"),
+                 (b.cudnn.conv, "fp32_precision", "ieee")]
+    else:
+        knobs = [(b.cuda.matmul, "allow_tf32", False), (b.cudnn, "allow_tf32", False)]
+    saved = [getattr(obj, attr) for obj, attr, _ in knobs]
+    for obj, attr, value in knobs:
+        setattr(obj, attr, value)
+    yield
+    for (obj, attr, _), value in zip(knobs, saved):
+        setattr(obj, attr, value)
+
+
+def host(array):
+    """A NumPy copy of a NumPy or CuPy array (None stays None)."""
+    return None if array is None else backend.to_numpy(array)
+
+
+def assert_close(gpu, cpu, tol, what):
+    """``gpu`` (CuPy) against ``cpu`` (NumPy): same shape and dtype, relative error < tol."""
+    assert backend.device_of(gpu) == "gpu", f"{what}: expected a CuPy array, got {type(gpu)}"
+    assert backend.device_of(cpu) == "cpu", what
+    assert tuple(gpu.shape) == tuple(cpu.shape), f"{what}: shape {gpu.shape} vs {cpu.shape}"
+    assert gpu.dtype == cpu.dtype, f"{what}: dtype {gpu.dtype} vs {cpu.dtype}"
+    err = relative_error(host(gpu), cpu)
+    assert err < tol, f"{what}: relative error {err:.2e} (tolerance {tol:.0e})"
+
+
+def channels_last(a):
+    """(N, C, H, W) in shape, (N, H, W, C) in memory: the layout every 4-D layer returns."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def to_xp(a, dtype, xp):
+    """Cast a float array to ``dtype`` and move it to ``xp``'s device, keeping a
+    channels-last layout (``cupy.asarray`` would make it C-contiguous)."""
+    if a.dtype.kind == "f":
+        a = a.astype(dtype)
+    if xp is np:
+        return a.copy(order="K")
+    if a.ndim == 4 and not a.flags.c_contiguous:
+        return xp.asarray(np.ascontiguousarray(a.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    return xp.asarray(a)
+
+
+# --------------------------------------------------------------------------- #
+# (a) Every functional layer: GPU against CPU, forward and backward
+# --------------------------------------------------------------------------- #
+# A case: make(gen) -> (forward(*args) -> (out, cache), backward(dout, cache) -> grads,
+# args as NumPy arrays in float64). The runner casts and moves the arguments.
+def conv_case(x_shape, k_shape, stride, padding, dilation, groups, bias, input_grad=True):
+    def make(gen):
+        K, R, S = k_shape
+        args = [gen.standard_normal(x_shape),
+                gen.standard_normal((K, x_shape[1] // groups, R, S))]
+        if bias:
+            args.append(gen.standard_normal(K))
+
+        def forward(x, w, b=None):
+            return F.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+
+        return forward, lambda d, c: F.conv2d_backward(d, c, input_grad), args
+    return make
+
+
+def batch_norm_case(shape, training, layout=lambda a: a):
+    def make(gen):
+        C = shape[1]
+        args = [layout(gen.standard_normal(shape) * 2 + 0.5), gen.uniform(0.5, 1.5, C),
+                gen.standard_normal(C), gen.standard_normal(C), gen.uniform(0.5, 2.0, C)]
+
+        def forward(x, gamma, beta, running_mean, running_var):
+            return F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training)
+
+        return forward, F.batch_norm2d_backward, args
+    return make
+
+
+def max_pool_case(shape, kernel, stride, padding, values="normal", layout=lambda a: a):
+    def make(gen):
+        if values == "ties":          # small integers: most windows hold several maxima
+            x = gen.integers(0, 3, size=shape).astype(np.float64)
+        elif values == "negative":    # every value < 0: a zero padding would win
+            x = -1 - np.abs(gen.standard_normal(shape))
+        else:
+            x = gen.standard_normal(shape)
+        return (lambda x: F.max_pool2d_forward(x, kernel, stride, padding),
+                F.max_pool2d_backward, [layout(x)])
+    return make
+
+
+def adaptive_avg_pool_case(shape, size):
+    def make(gen):
+        return (lambda x: F.adaptive_avg_pool2d_forward(x, size),
+                F.adaptive_avg_pool2d_backward, [gen.standard_normal(shape)])
+    return make
+
+
+def relu_case(shape, layout=lambda a: a):
+    def make(gen):
+        x = gen.standard_normal(shape)
+        x.reshape(-1)[::5] = 0.0      # exact zeros: the gradient there is 0 on both devices
+        return F.relu_forward, F.relu_backward, [layout(x)]
+    return make
+
+
+def linear_case(n, d, f, bias):
+    def make(gen):
+        args = [gen.standard_normal((n, d)), gen.standard_normal((f, d))]
+        if bias:
+            args.append(gen.standard_normal(f))
+        return (lambda x, w, b=None: F.linear_forward(x, w, b)), F.linear_backward, args
+    return make
+
+
+def flatten_case(shape):
+    def make(gen):
+        return F.flatten_forward, F.flatten_backward, [channels_last(gen.standard_normal(shape))]
+    return make
+
+
+def cross_entropy_case(n, m, smoothing, labels_on_host=False):
+    """Labels go to the GPU with the logits, or stay NumPy (the layer must move them)."""
+    def make(gen):
+        labels = gen.integers(0, m, size=n)
+        logits = gen.standard_normal((n, m)) * 3
+
+        def forward(z, y):
+            if labels_on_host:
+                y = labels
+            return F.softmax_cross_entropy_forward(z, y, smoothing)
+
+        return forward, F.softmax_cross_entropy_backward, [logits, labels]
+    return make
+
+
+def add_case(shape):
+    def make(gen):
+        return (F.add_forward, F.add_backward,
+                [gen.standard_normal(shape), channels_last(gen.standard_normal(shape))])
+    return make
+
+
+LAYER_CASES = {
+    # conv2d: (N, C, H, W), (K, R, S), stride, padding, dilation, groups, bias
+    "conv 3x3 s1 p1 bias": conv_case((2, 3, 7, 6), (4, 3, 3), 1, 1, 1, 1, True),
+    "conv 3x3 s2 p1": conv_case((2, 3, 9, 8), (4, 3, 3), 2, 1, 1, 1, False),
+    "conv 7x7 s2 p3 stem": conv_case((2, 3, 19, 17), (8, 7, 7), 2, 3, 1, 1, False),
+    "conv 1x1 s1 no copy": conv_case((2, 16, 5, 5), (8, 1, 1), 1, 0, 1, 1, False),
+    "conv 1x1 s2 downsample": conv_case((2, 8, 7, 7), (16, 1, 1), 2, 0, 1, 1, True),
+    "conv 3x3 groups 4": conv_case((2, 8, 6, 7), (12, 3, 3), 1, 1, 1, 4, True),
+    "conv 3x3 depthwise s2": conv_case((1, 6, 8, 8), (6, 3, 3), 2, 1, 1, 6, False),
+    "conv 3x3 dilation 2": conv_case((2, 3, 9, 9), (2, 3, 3), 1, 2, 2, 1, True),
+    "conv anisotropic": conv_case((2, 2, 6, 5), (3, 3, 2), (2, 1), (0, 1), (1, 2), 1, True),
+    "conv 3x3 64ch cuBLAS": conv_case((4, 64, 14, 14), (64, 3, 3), 1, 1, 1, 1, False),
+    "conv 3x3 no input grad": conv_case((2, 3, 8, 8), (4, 3, 3), 1, 1, 1, 1, True,
+                                        input_grad=False),
+    # batch norm: running statistics are compared too (updated in place in train mode)
+    "batch_norm train": batch_norm_case((3, 4, 5, 6), True),
+    "batch_norm train channels-last": batch_norm_case((2, 5, 4, 3), True, channels_last),
+    "batch_norm eval": batch_norm_case((3, 4, 5, 6), False),
+    "relu": relu_case((2, 3, 4, 5)),
+    "relu channels-last": relu_case((2, 3, 4, 5), channels_last),
+    "max_pool 3/2/1 stem": max_pool_case((2, 3, 9, 8), 3, 2, 1, layout=channels_last),
+    "max_pool 2/2/0": max_pool_case((1, 2, 6, 6), 2, None, 0),
+    "max_pool anisotropic": max_pool_case((1, 2, 5, 7), (3, 2), (1, 2), (1, 0)),
+    "max_pool ties": max_pool_case((2, 3, 8, 7), 3, 1, 1, values="ties"),
+    "max_pool negative pads -inf": max_pool_case((1, 2, 4, 4), 3, 2, 1, values="negative"),
+    "adaptive_avg_pool 1x1": adaptive_avg_pool_case((2, 3, 5, 4), 1),
+    "adaptive_avg_pool 3x2 overlapping": adaptive_avg_pool_case((1, 2, 7, 5), (3, 2)),
+    "linear bias": linear_case(4, 6, 5, True),            # N < F: the flipped GEMM
+    "linear no bias": linear_case(16, 3, 5, False),       # N > F: the plain GEMM
+    "flatten": flatten_case((2, 3, 4, 5)),
+    "cross_entropy": cross_entropy_case(6, 5, 0.0),
+    "cross_entropy smoothing": cross_entropy_case(6, 5, 0.1),
+    "cross_entropy labels on host": cross_entropy_case(6, 5, 0.1, labels_on_host=True),
+    "add": add_case((2, 3, 4, 5)),
+}
+
+
+def run_layer(make, dtype, xp, seed=0):
+    """Forward and backward of one case on ``xp``'s device -> out, grads, args (after)."""
+    forward, backward, args = make(np.random.default_rng(seed))
+    args = [to_xp(a, dtype, xp) for a in args]
+    out, cache = forward(*args)
+    if out.ndim == 0:                 # a loss: backward takes the scalar dloss
+        dout = 0.7
+    else:
+        dout = to_xp(np.random.default_rng(seed + 1).standard_normal(out.shape), dtype, xp)
+    grads = backward(dout, cache)
+    return out, grads if isinstance(grads, tuple) else (grads,), args
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(LAYER_CASES))
+def test_functional_layer_on_gpu_equals_cpu(cp, name, dtype):
+    tol = TOL[dtype]
+    out_c, grads_c, args_c = run_layer(LAYER_CASES[name], dtype, np)
+    out_g, grads_g, args_g = run_layer(LAYER_CASES[name], dtype, cp)
+    assert isinstance(out_g, cp.ndarray)
+    assert_close(out_g, out_c, tol, f"{name} output")
+    assert len(grads_g) == len(grads_c)
+    for i, (g, c) in enumerate(zip(grads_g, grads_c)):
+        if c is None:
+            assert g is None, f"{name} gradient {i}: None on the CPU, {type(g)} on the GPU"
+        else:
+            assert_close(g, c, tol, f"{name} gradient {i}")
+    for i, (a, c) in enumerate(zip(args_g, args_c)):   # in-place updates (running stats)
+        if c.dtype.kind == "f":
+            assert_close(a, c, tol, f"{name} argument {i} after forward")
+
+
+def test_im2col_and_col2im_on_gpu_equal_cpu(cp):
+    """The strided view (cupy.lib.stride_tricks.as_strided) and its adjoint."""
+    x = np.random.default_rng(5).standard_normal((2, 7, 6, 4))
+    geometry = dict(R=3, S=3, stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=2)
+    cols = F.im2col(x, **geometry)
+    cols_g = F.im2col(cp.asarray(x), **geometry)
+    assert_close(cols_g, cols, 1e-15, "im2col")
+    y = np.random.default_rng(6).standard_normal(cols.shape)
+    assert_close(F.col2im(cp.asarray(y), x.shape, **geometry),
+                 F.col2im(y, x.shape, **geometry), TOL["float64"], "col2im")
+
+
+def test_max_pool_ties_route_to_the_first_maximum_on_gpu(cp):
+    x = cp.asarray([[[[1.0, 3.0], [3.0, 3.0]]]])
+    out, cache = F.max_pool2d_forward(x, 2, 2)
+    assert float(out.ravel()[0]) == 3.0
+    dx = F.max_pool2d_backward(cp.ones((1, 1, 1, 1)), cache)
+    np.testing.assert_array_equal(host(dx), [[[[0.0, 1.0], [0.0, 0.0]]]])
+    out, _ = F.max_pool2d_forward(-cp.ones((1, 1, 2, 2)), 3, 2, 1)   # padding is -inf
+    np.testing.assert_array_equal(host(out), -np.ones((1, 1, 1, 1)))
+
+
+def test_cross_entropy_rejects_bad_labels_on_gpu(cp):
+    """CuPy wraps out-of-range indices around instead of raising: the check must run."""
+    logits = cp.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        F.softmax_cross_entropy_forward(logits, cp.asarray([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        F.softmax_cross_entropy_forward(logits, cp.asarray([0, -1, 1]))
+
+
+# --------------------------------------------------------------------------- #
+# (b) Finite differences on the GPU, float64
+# --------------------------------------------------------------------------- #
+def gpu_check_layer(cp, forward, backward, args, wrt, h=1e-6, num_samples=12, seed=0):
+    """resnet_np.gradcheck.check_layer for CuPy arguments: the layer runs on the GPU.
+
+    Two changes make it CuPy-safe: ``g`` is a CuPy array (CuPy refuses to mix NumPy and
+    CuPy operands), and the perturbed entry is read with ``float(x[idx])`` - in CuPy,
+    ``x[idx]`` with integer indices is a 0-d *view*, so ``old = x[idx]`` would follow
+    the perturbation and the "restore" would restore nothing.
+    """
+    gen = np.random.default_rng([seed, 1])
+    out, cache = forward(*args)
+    g = cp.asarray(gen.standard_normal(out.shape))
+    grads = backward(g, cache)
+    if not isinstance(grads, tuple):
+        grads = (grads,)
+    errors = {}
+    for i, grad in zip(wrt, grads):
+        x = args[i]
+        assert isinstance(x, cp.ndarray) and isinstance(grad, cp.ndarray)
+        numeric, analytic = [], []
+        for j in gen.choice(x.size, size=min(num_samples, x.size), replace=False):
+            idx = tuple(int(k) for k in np.unravel_index(j, x.shape))
+            old = float(x[idx])
+            x[idx] = old + h
+            plus = float((forward(*args)[0] * g).sum())
+            x[idx] = old - h
+            minus = float((forward(*args)[0] * g).sum())
+            x[idx] = old
+            numeric.append((plus - minus) / (2 * h))
+            analytic.append(float(grad[idx]))
+        errors[i] = relative_error(analytic, numeric)
+    return errors
+
+
+def gradcheck_cases(cp):
+    gen = np.random.default_rng(3)
+
+    def randn(*shape):
+        return cp.asarray(gen.standard_normal(shape))
+
+    x = randn(2, 3, 7, 6)
+    C = 3
+    gamma, beta = cp.asarray(gen.uniform(0.5, 1.5, C)), randn(C)
+    labels = cp.asarray(gen.integers(0, 5, size=4))
+
+    def bn(training):
+        return lambda x, g, b: F.batch_norm2d_forward(x, g, b, cp.zeros(C), cp.ones(C),
+                                                      training)
+
+    return {
+        "conv2d 3x3 s1 p1 bias": (lambda x, w, b: F.conv2d_forward(x, w, b, 1, 1),
+                                  F.conv2d_backward, [x, randn(4, 3, 3, 3), randn(4)],
+                                  (0, 1, 2)),
+        "conv2d 3x3 s2 dilation 2 groups 3": (
+            lambda x, w: F.conv2d_forward(x, w, None, 2, 2, 2, 3),
+            lambda d, c: F.conv2d_backward(d, c)[:2], [x, randn(6, 1, 3, 3)], (0, 1)),
+        "batch_norm2d train": (bn(True), F.batch_norm2d_backward, [x, gamma, beta], (0, 1, 2)),
+        "batch_norm2d eval": (bn(False), F.batch_norm2d_backward, [x, gamma, beta], (0, 1, 2)),
+        "max_pool2d 3/2/1": (lambda x: F.max_pool2d_forward(x, 3, 2, 1),
+                             F.max_pool2d_backward, [x], (0,)),
+        "adaptive_avg_pool2d 3x2": (lambda x: F.adaptive_avg_pool2d_forward(x, (3, 2)),
+                                    F.adaptive_avg_pool2d_backward, [x], (0,)),
+        "linear": (F.linear_forward, F.linear_backward,
+                   [randn(4, 6), randn(5, 6), randn(5)], (0, 1, 2)),
+        "softmax_cross_entropy smoothing": (
+            lambda z: F.softmax_cross_entropy_forward(z, labels, 0.1),
+            F.softmax_cross_entropy_backward, [randn(4, 5)], (0,)),
+    }
+
+
+GRADCHECK_NAMES = ["conv2d 3x3 s1 p1 bias", "conv2d 3x3 s2 dilation 2 groups 3",
+                   "batch_norm2d train", "batch_norm2d eval", "max_pool2d 3/2/1",
+                   "adaptive_avg_pool2d 3x2", "linear", "softmax_cross_entropy smoothing"]
+
+
+@pytest.mark.parametrize("name", GRADCHECK_NAMES)
+def test_finite_differences_on_gpu(cp, name):
+    forward, backward, args, wrt = gradcheck_cases(cp)[name]
+    errors = gpu_check_layer(cp, forward, backward, args, wrt)
+    assert set(errors) == set(wrt)
+    assert max(errors.values()) < GRADCHECK_TOL, errors
+
+
+def test_gradcheck_check_layer_accepts_cupy_arrays(cp):
+    from resnet_np.gradcheck import check_layer
+    x = cp.asarray(np.random.default_rng(0).standard_normal((2, 3, 5, 4)))
+    errors = check_layer(F.relu_forward, F.relu_backward, [x], (0,))
+    assert errors[0] < GRADCHECK_TOL
+
+
+# --------------------------------------------------------------------------- #
+# (c) ResNet-50 and ResNet-101 on the GPU against torchvision on CUDA
+# --------------------------------------------------------------------------- #
+# Each model is built once per dtype (building ResNet-101 costs more than running it) and
+# reloaded from its initial weights before every run: a train-mode forward moves the
+# running statistics.
+_torch_models = {}   # (name, dtype, seed) -> (torchvision model on CUDA, initial state)
+_torch_runs = {}     # the float64 torchvision run is the truth of the float32 test too
+_our_models = {}     # (name, dtype) -> our model on the GPU
+
+
+def torchvision_on_cuda(tm, name, dtype, seed=0):
+    """tm.torchvision_model on CUDA, with its initial state dict as NumPy arrays."""
+    key = (name, dtype, seed)
+    if key not in _torch_models:
+        model = tm.torchvision_model(name, dtype, seed=seed)
+        state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+        _torch_models[key] = model.cuda(), state
+    return _torch_models[key]
+
+
+def run_torchvision_cuda(tm, name, dtype, train, x, dlogits, seed=0):
+    """tm.run_torchvision on CUDA: logits, input gradient, parameter gradients, buffers."""
+    key = (name, dtype, train, x.shape, seed)
+    if key not in _torch_runs:
+        torch = tm.torch
+        model, state = torchvision_on_cuda(tm, name, dtype, seed)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        model.zero_grad(set_to_none=True)
+        model.train(train)
+        x_t = torch.tensor(x.astype(dtype), device="cuda", requires_grad=True)
+        logits = model(x_t)
+        logits.backward(torch.tensor(dlogits.astype(dtype), device="cuda"))
+        result = {"logits": logits, "input grad": x_t.grad}
+        result.update({k: p.grad for k, p in model.named_parameters()})
+        result.update(dict(model.named_buffers()))
+        _torch_runs[key] = {k: v.detach().cpu().numpy() for k, v in result.items()}
+        model.zero_grad(set_to_none=True)
+    return _torch_runs[key]
+
+
+def run_ours_gpu(cp, name, dtype, train, state, x, dlogits):
+    """tm.run_ours on the GPU: the model is moved first, then loads the NumPy state dict."""
+    if (name, dtype) not in _our_models:
+        _our_models[name, dtype] = rn.build_model(name, num_classes=10, dtype=dtype).to("gpu")
+    model = _our_models[name, dtype].train(train)
+    model.zero_grad()
+    model.load_state_dict(state)
+    assert all(isinstance(v, cp.ndarray) for v in model.state_dict().values())
+    logits = model(cp.asarray(x.astype(dtype)))
+    dx = model.backward(cp.asarray(dlogits.astype(dtype)))
+    result = {"logits": logits, "input grad": dx}
+    result.update({k: p.grad for k, p in model.named_parameters()})
+    result.update(dict(model.named_buffers()))
+    for key, value in result.items():
+        assert isinstance(value, cp.ndarray), f"{key} left the GPU: {type(value)}"
+        if value.dtype.kind == "f":
+            assert value.dtype == np.dtype(dtype), f"{key}: {value.dtype}"
+    result = {k: host(v) for k, v in result.items()}
+    model.zero_grad()
+    return result
+
+
+def compare_on_gpu(cp, tm, name, dtype, train, x_shape, seed=0):
+    """tm.compare with both models on the GPU -> {tensor: (our error, allowed error)}."""
+    gen = np.random.default_rng(seed)
+    x = gen.standard_normal(x_shape)
+    dlogits = gen.standard_normal((x_shape[0], 10))
+    theirs = run_torchvision_cuda(tm, name, dtype, train, x, dlogits, seed)
+    _, state = torchvision_on_cuda(tm, name, dtype, seed)
+    ours = run_ours_gpu(cp, name, dtype, train, state, x, dlogits)
+    assert set(ours) == set(theirs)
+    tolerance = tm.TOLERANCE[dtype]
+    if dtype == "float64":
+        truth, allowed = theirs, {k: tolerance for k in theirs}
+    else:
+        truth = run_torchvision_cuda(tm, name, "float64", train, x, dlogits, seed)
+        allowed = {k: max(tolerance, 2 * tm.rel_err(theirs[k], truth[k])) for k in truth}
+    errors = {}
+    for key in truth:
+        if key.endswith("num_batches_tracked"):
+            assert int(ours[key]) == int(theirs[key]), key
+        else:
+            errors[key] = (tm.rel_err(ours[key], truth[key]), allowed[key])
+    return errors
+
+
+MODEL_GRID = [(name, dtype, train) for name in ("resnet50", "resnet101")
+              for dtype in ("float64", "float32") for train in (True, False)]
+
+
+@pytest.mark.parametrize("name, dtype, train", MODEL_GRID)
+def test_resnet_on_gpu_matches_torchvision_on_cuda(cp, tm, full_float32, name, dtype, train):
+    tm.assert_close(compare_on_gpu(cp, tm, name, dtype, train, (4, 3, 67, 53)), dtype)
+
+
+# --------------------------------------------------------------------------- #
+# (d) Optimizer steps on CuPy parameters against NumPy ones
+# --------------------------------------------------------------------------- #
+OPT_SHAPES = [(3, 4), (5,), (2, 3, 2, 2), (64, 32, 3, 3)]
+
+OPTIMIZERS = {
+    "sgd": lambda p: SGD(p, lr=0.1),
+    "sgd nesterov": lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    "sgd dampening": lambda p: SGD(p, lr=0.05, momentum=0.9, dampening=0.5, maximize=True),
+    "adam": lambda p: Adam(p, lr=0.01, weight_decay=0.1),
+    "adam amsgrad": lambda p: Adam(p, lr=0.01, amsgrad=True, betas=(0.5, 0.9)),
+    "adamw": lambda p: AdamW(p, lr=0.01),
+}
+
+
+def optimizer_run(make, xp, dtype, steps=6, seed=0):
+    """``steps`` steps on fresh parameters; parameter 1 has no gradient on every third."""
+    gen = np.random.default_rng(seed)
+    params = [Parameter(xp.asarray(gen.standard_normal(s).astype(dtype))) for s in OPT_SHAPES]
+    opt = make(params)
+    grad_gen = np.random.default_rng(seed + 1)
+    for step in range(steps):
+        grads = [grad_gen.standard_normal(s).astype(dtype) for s in OPT_SHAPES]
+        for i, (p, g) in enumerate(zip(params, grads)):
+            p.grad = None if (i == 1 and step % 3 == 1) else xp.asarray(g)
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_step_on_gpu_equals_cpu(cp, name, dtype):
+    params_c, _ = optimizer_run(OPTIMIZERS[name], np, dtype)
+    params_g, opt_g = optimizer_run(OPTIMIZERS[name], cp, dtype)
+    for i, (g, c) in enumerate(zip(params_g, params_c)):
+        assert_close(g.data, c.data, TOL[dtype], f"{name} parameter {i}")
+    for state in opt_g.state.values():
+        for key, value in state.items():
+            if key != "step":
+                assert isinstance(value, cp.ndarray), key
+                assert value.dtype == np.dtype(dtype), key
+
+
+def test_optimizer_state_dict_moves_between_devices(cp):
+    """GPU state saved, loaded into a CPU and a GPU optimizer: both continue identically."""
+    make = OPTIMIZERS["adam amsgrad"]
+    params_g, opt_g = optimizer_run(make, cp, "float64", steps=3)
+    saved = opt_g.state_dict()
+    assert all(isinstance(v, cp.ndarray) for s in saved["state"].values()
+               for k, v in s.items() if k != "step")
+    params_c = [Parameter(host(p.data)) for p in params_g]
+    params_g2 = [Parameter(p.data.copy()) for p in params_g]
+    opt_c, opt_g2 = make(params_c), make(params_g2)
+    opt_c.load_state_dict(saved)
+    opt_g2.load_state_dict(saved)
+    assert all(isinstance(v, np.ndarray) for s in opt_c.state.values()
+               for k, v in s.items() if k != "step")
+    grads = [np.random.default_rng(9).standard_normal(s) for s in OPT_SHAPES]
+    for p_c, p_g, g in zip(params_c, params_g2, grads):
+        p_c.grad, p_g.grad = g, cp.asarray(g)
+    opt_c.step()
+    opt_g2.step()
+    for i, (g, c) in enumerate(zip(params_g2, params_c)):
+        assert_close(g.data, c.data, TOL["float64"], f"parameter {i} after the resumed step")
+
+
+# --------------------------------------------------------------------------- #
+# (e) Training on the GPU
+# --------------------------------------------------------------------------- #
+def test_short_training_run_stays_on_gpu_and_lowers_the_loss(cp, monkeypatch):
+    """Six SGD steps of ResNet-18 (CIFAR stem) on 16 separable 32x32 images, float32."""
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=4, cifar_stem=True).to("gpu").train()
+    gen = np.random.default_rng(0)
+    labels = np.arange(16) % 4
+    patterns = gen.standard_normal((4, 3, 32, 32))
+    x = cp.asarray((patterns[labels] + 0.5 * gen.standard_normal((16, 3, 32, 32)))
+                   .astype(np.float32))
+    y = cp.asarray(labels)
+    criterion = rn.nn.CrossEntropyLoss()
+    opt = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    def no_host_copy(*args, **kwargs):
+        raise AssertionError("an array was copied to the host during training")
+
+    losses = []
+    with monkeypatch.context() as patch:      # the library's one route to the host
+        patch.setattr(backend, "to_numpy", no_host_copy)
+        patch.setattr(cp, "asnumpy", no_host_copy)
+        for _ in range(6):
+            opt.zero_grad()
+            loss = criterion(model(x), y)
+            assert isinstance(loss, cp.ndarray)
+            losses.append(loss)              # kept on the device: no sync per step
+            assert model.backward(criterion.backward(), input_grad=False) is None
+            opt.step()
+    losses = [float(loss) for loss in losses]
+    assert all(np.isfinite(losses)), losses
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert isinstance(model.fc.weight.data, cp.ndarray)
+    assert model.device == "gpu"
+    for name, p in model.named_parameters():
+        assert isinstance(p.data, cp.ndarray) and p.data.dtype == np.float32, name
+        assert isinstance(p.grad, cp.ndarray) and p.grad.dtype == np.float32, name
+    for name, b in model.named_buffers():
+        assert isinstance(b, cp.ndarray), name
+    assert int(model.bn1.num_batches_tracked) == 6
+    for state in opt.state.values():
+        assert isinstance(state["momentum_buffer"], cp.ndarray)
+
+
+def test_training_steps_on_gpu_equal_cpu(cp):
+    """Three SGD steps in float64 from the same weights end at the same weights."""
+    def train(device):
+        rn.manual_seed(1)
+        model = rn.resnet18(num_classes=10, cifar_stem=True, dtype="float64").to(device).train()
+        xp = backend.array_module_for(device)
+        gen = np.random.default_rng(2)
+        x = xp.asarray(gen.standard_normal((4, 3, 16, 16)))
+        y = xp.asarray(gen.integers(0, 10, size=4))
+        criterion = rn.nn.CrossEntropyLoss(label_smoothing=0.1)
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        losses = []
+        for _ in range(3):
+            opt.zero_grad()
+            losses.append(float(criterion(model(x), y)))
+            model.backward(criterion.backward(), input_grad=False)
+            opt.step()
+        return model, losses
+
+    model_g, losses_g = train("gpu")
+    model_c, losses_c = train("cpu")
+    np.testing.assert_allclose(losses_g, losses_c, rtol=1e-10)
+    state_c = model_c.state_dict()
+    for key, value in model_g.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            assert int(value) == int(state_c[key]) == 3
+        else:
+            assert_close(value, state_c[key], 1e-8, key)
+
+
+# --------------------------------------------------------------------------- #
+# (f) Devices: round trips, loading state, wrong-device inputs
+# --------------------------------------------------------------------------- #
+def test_to_gpu_and_back_round_trip(cp):
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=10).train()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    out = model(x)                                  # moves the running statistics
+    model.backward(np.ones_like(out))               # and gives every parameter a .grad
+    state = {k: v.copy() for k, v in model.state_dict().items()}
+    grads = {k: p.grad.copy() for k, p in model.named_parameters()}
+
+    assert model.to("gpu") is model
+    assert model.device == "gpu"
+    for key, value in model.state_dict().items():
+        assert isinstance(value, cp.ndarray), key
+        assert value.dtype == state[key].dtype, key
+        np.testing.assert_array_equal(host(value), state[key], err_msg=key)
+    for key, p in model.named_parameters():
+        assert isinstance(p.grad, cp.ndarray), key
+        np.testing.assert_array_equal(host(p.grad), grads[key], err_msg=key)
+    with pytest.raises(RuntimeError, match="backward called without a forward"):
+        model.backward(cp.ones((2, 10), np.float32))   # .to() dropped the CPU caches
+
+    model.eval()
+    out_gpu = model(cp.asarray(x))
+    model.to("cpu")
+    assert model.device == "cpu"
+    for key, value in model.state_dict().items():
+        assert isinstance(value, np.ndarray), key
+        assert value.dtype == state[key].dtype, key
+        np.testing.assert_array_equal(value, state[key], err_msg=key)
+    assert all(isinstance(p.grad, np.ndarray) for p in model.parameters())
+    assert_close(out_gpu, model(x), TOL["float32"], "eval logits, GPU against CPU")
+
+    model.to("cuda:0")                              # the device's other names
+    assert model.device == "gpu"
+    model.to("numpy")
+    assert model.device == "cpu"
+
+
+def test_input_on_the_wrong_device_is_a_clear_error(cp):
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=10, cifar_stem=True).eval()
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    with pytest.raises(ValueError, match="input is on the gpu but the model is on the cpu"):
+        model(cp.asarray(x))
+    model.to("gpu")
+    with pytest.raises(ValueError, match="input is on the cpu but the model is on the gpu"):
+        model(x)
+    assert model(cp.asarray(x)).shape == (2, 10)
+
+
+def test_finite_checks_on_gpu(cp):
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=10, cifar_stem=True).to("gpu").eval()
+    x = cp.zeros((1, 3, 32, 32), np.float32)
+    x[0, 1, 2, 3] = cp.nan
+    with backend.check_finite():
+        with pytest.raises(ValueError, match="contains NaN or inf"):
+            model(x)
+
+
+def test_load_state_dict_on_gpu_from_numpy_cupy_and_torch(cp, tm, torch_cuda):
+    """A GPU model loads NumPy, CuPy, torch CPU and torch CUDA tensors to the same weights."""
+    reference = tm.torchvision_model("resnet18", "float32", seed=3)
+    tensors = reference.state_dict()
+    numpy_state = {k: v.numpy() for k, v in tensors.items()}
+    sources = {
+        "numpy": numpy_state,
+        "cupy": {k: cp.asarray(v) for k, v in numpy_state.items()},
+        "torch cpu": tensors,
+        "torch cuda": {k: v.cuda() for k, v in tensors.items()},
+        "numpy float64": {k: v.astype(np.float64) if v.dtype.kind == "f" else v
+                          for k, v in numpy_state.items()},   # cast to the model's dtype
+    }
+    for source, state in sources.items():
+        model = rn.resnet18(num_classes=10).to("gpu")
+        model.load_state_dict(state)
+        for key, value in model.state_dict().items():
+            assert isinstance(value, cp.ndarray), (source, key)
+            assert value.dtype == numpy_state[key].dtype, (source, key)
+            np.testing.assert_array_equal(host(value), numpy_state[key],
+                                          err_msg=f"{source}: {key}")
+    # a CPU model loads a GPU model's state dict (CuPy arrays) the same way
+    cpu_model = rn.resnet18(num_classes=10)
+    cpu_model.load_state_dict(model.state_dict())
+    for key, value in cpu_model.state_dict().items():
+        assert isinstance(value, np.ndarray), key
+        np.testing.assert_array_equal(value, numpy_state[key], err_msg=key)
