@@ -1,0 +1,129 @@
+"""Classify image files with trained weights: the top-k classes and their probabilities.
+
+    from resnet_np.predict import predict
+    predict("cat.jpg", "resnet50.npz")            # torchvision weights, converted
+    #   cat.jpg
+    #     1. tabby, tabby cat                  54.12%
+    #     ...
+
+Weights converted from torchvision get torchvision's ImageNet preprocessing
+(resize 256, centre crop 224, ImageNet mean and std) and ImageNet's class
+names; a checkpoint trained with resnet-np gets its own image size,
+normalisation and class names, all saved in the checkpoint.
+"""
+import functools
+import os
+
+import numpy as np
+
+from . import backend
+from .convert import load_pretrained
+from .data import imagenet_classes, imagenet_preprocess, load_image, normalize
+from .data.transforms import pil_image_module
+from .nn import no_grad
+
+
+def predict(images, weights, model="resnet50", topk=5, device="cpu", verbose=True,
+            batch_size=16):
+    """Print and return the ``topk`` most probable classes of each image.
+
+    Parameters
+    ----------
+    images : str, path-like, or a list of them
+        Image files (anything Pillow reads).
+    weights : str or path-like
+        ``.npz`` weights or checkpoint, or a torchvision ``.pth`` (needs PyTorch).
+    model : str or None
+        The architecture the weights must be; another one is an error that
+        names what the file holds. None accepts whatever the file holds.
+    topk : int
+        How many classes to report per image (at most the number of classes).
+    device : {"cpu", "gpu"}
+    verbose : bool
+        Print the results to stdout.
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    list of list of (int, str, float)
+        For each image, ``(class index, class name, probability)`` from the
+        most probable down.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        A missing file, or one that is not an image (checked before the
+        weights are read).
+    CheckpointError
+        Weights of another architecture, or with keys missing.
+    """
+    paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    if not paths:
+        raise ValueError("predict: no images given")
+    if not (isinstance(topk, int) and topk >= 1):
+        raise ValueError(f"topk must be a positive integer, got {topk!r}")
+    pictures = [load_image(path) for path in paths]   # a bad file fails before the weights load
+    net, config = load_pretrained(weights, model, device)
+    preprocess = preprocessor(config)
+    batch = np.stack([preprocess(picture) for picture in pictures])        # (N, 3, H, W)
+    probs = probabilities(net, batch, device, batch_size)
+    classes = class_names(config)
+    results = [top_classes(p, classes, topk) for p in probs]
+    if verbose:
+        for path, result in zip(paths, results):
+            print(format_prediction(path, result))
+    return results
+
+
+def preprocessor(config):
+    """``PIL image -> float32 (3, H, W)`` as the weights of ``config`` expect."""
+    if "mean" in config and "image_size" in config:  # trained with resnet-np
+        return functools.partial(_resize_and_normalize, size=config["image_size"],
+                                 mean=config["mean"], std=config["std"])
+    return imagenet_preprocess
+
+
+def _resize_and_normalize(image, size, mean, std):
+    """The evaluation transform of a resnet-np training run, for one PIL image."""
+    Image = pil_image_module()
+    pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR))
+    return normalize(pixels[None], mean, std)[0]
+
+
+def class_names(config):
+    """Saved class names, else ImageNet's for 1,000 classes, else the indices."""
+    if config.get("classes"):
+        return list(config["classes"])
+    if config["num_classes"] == 1000:
+        return imagenet_classes()
+    return [str(k) for k in range(config["num_classes"])]
+
+
+def probabilities(model, batch, device="cpu", batch_size=16):
+    """Softmax of the model's logits, float64 (N, num_classes), in eval mode without gradients."""
+    model.eval()
+    chunks = []
+    with no_grad():
+        for start in range(0, len(batch), batch_size):
+            x = batch[start:start + batch_size].astype(model.dtype, copy=False)
+            chunks.append(backend.to_numpy(model(backend.to_device(x, device))))
+    logits = np.concatenate(chunks).astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)    # stable: exp of values <= 0
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def top_classes(probs, classes, k):
+    """The ``k`` most probable ``(index, name, probability)``; ties by lower index."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(int(i), classes[i], float(probs[i])) for i in order]
+
+
+def format_prediction(path, result):
+    """The lines printed for one image."""
+    width = max(len(name) for _, name, _ in result)
+    lines = [str(path)]
+    for rank, (_, name, p) in enumerate(result, 1):
+        lines.append(f"  {rank}. {name:<{width}}  {100 * p:6.2f}%")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+The data goes to a temporary file in the destination's own folder (so the
+final rename never crosses file systems), is flushed and fsync'ed, and only
+then ``os.replace``-d over the destination, which POSIX and Windows both do in
+one step. A crash, a full disk or a Ctrl-C before that point leaves the old
+file untouched and removes the temporary one.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file that replaces ``path`` when the ``with`` block succeeds.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The destination; its folder must exist.
+    mode : {"wb", "w"}
+        Binary or text (UTF-8).
+
+    Yields
+    ------
+    file object
+        Write the whole new content to it. If the block raises, the
+        destination is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # mkstemp makes the file private (0600); give it the usual permissions.
+        os.chmod(tmp, 0o666 & ~_umask())
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def atomic_write_text(path, text):
+    """Replace ``path`` with ``text`` atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable; not possible (nor needed) on every platform."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

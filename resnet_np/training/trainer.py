@@ -1,0 +1,472 @@
+"""The training loop: epochs of optimizer steps, evaluation, checkpoints, metrics, plots.
+
+A run writes into its folder:
+
+    config.json             the settings, resolved (image size, stem, normalisation)
+    last.npz                the latest state: after every epoch, and on Ctrl-C
+    best.npz                the state of the epoch with the best test top-1 so far
+    metrics.jsonl           one JSON line per epoch
+    curves.png              loss and accuracy per epoch
+    confusion_matrix.png    of the final evaluation
+
+The learning-rate schedule moves after every batch (a smooth warm-up, and a
+decay that fits runs of a few epochs).
+
+Resuming from ``last.npz`` restores the weights, the optimizer's and the
+schedule's state, the epoch and batch counters, NumPy's generators and the
+data loader's position, so an interrupted run ends with exactly (bit for bit)
+the weights of an uninterrupted one.
+
+A first Ctrl-C lets the current batch finish, saves ``last.npz`` and stops;
+a second one stops at once without saving. A loss that is NaN or infinite
+stops the run with a :class:`TrainingError` before anything is saved, so the
+last good checkpoint stays as it was.
+"""
+import contextlib
+import functools
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from ..data import DataLoader, Dataset, load_dataset
+from ..data.transforms import random_crop, random_flip
+from ..nn import CrossEntropyLoss
+from ..optim import SGD, Adam, AdamW, build_schedule
+from .atomic import atomic_write_text
+from .checkpoint import (CheckpointError, capture_rng_state, check_model_config, describe_model,
+                         load_checkpoint, model_from_config, restore_model, restore_rng_state,
+                         save_checkpoint)
+from .config import TrainConfig
+from .evaluate import evaluate
+from .metrics import MetricsWriter, topk_correct
+from .plots import plot_confusion_matrix, plot_history
+from .progress import log as default_log
+from .progress import progress_bar
+
+# Settings a resumed run may change: where it runs and where the data lies, not its recipe.
+RESUME_OVERRIDES = ("device", "data_dir")
+RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss diverged)."""
+
+
+class Trainer:
+    """Train a model as a :class:`TrainConfig` describes, writing into ``out_dir``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out_dir : str or path-like
+        The run's folder; created if missing. A fresh run refuses a folder
+        that already holds a run, so no checkpoint is ever overwritten by
+        mistake.
+    progress : bool
+        Show tqdm progress bars.
+    log : callable
+        Receives each message line.
+    on_batch_end : callable, optional
+        ``on_batch_end(trainer)`` after every optimizer step: a hook for
+        tests and monitoring. Raising KeyboardInterrupt there stops the run as
+        Ctrl-C does.
+
+    Examples
+    --------
+    >>> summary = Trainer(TrainConfig(epochs=3), "runs/digits").fit()
+    >>> summary = Trainer.resume("runs/digits/last.npz").fit()
+    """
+
+    def __init__(self, config, out_dir, progress=True, log=default_log, on_batch_end=None):
+        self.config = config.validate()
+        self.out = Path(out_dir)
+        self.progress, self.log, self.on_batch_end = progress, log, on_batch_end
+        self._build_data()
+        backend.manual_seed(config.seed)
+        self.model = model_from_config(self.checkpoint_config(), config.device)
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        # Stepped after every batch, so the warm-up ramps up smoothly and the
+        # decay follows the run batch by batch even when it is a few epochs long.
+        steps = len(self.train_loader)
+        self.scheduler = build_schedule(self.optimizer, config.schedule, config.epochs * steps,
+                                        config.lr_decay_rate, config.warmup_epochs * steps)
+        self.criterion = CrossEntropyLoss(config.label_smoothing)
+        self.epoch, self.batch = 0, 0      # epochs done; batches done in the current epoch
+        self.sums = _new_sums()            # running totals of the current epoch
+        self.history, self.best_top1 = [], None
+        self.resumed_from = None
+        self._loader_state = self.train_loader.state_dict()
+        self._at_boundary = True           # between batches: the state is consistent
+        self._stop_requested = False
+        self._last_eval = None
+        self._warned_plots = False
+
+    # ------------------------------------------------------------------ setup
+    def _build_data(self):
+        config = self.config
+        self.train_set = subset(load_dataset(config.dataset, config.data_dir, "train",
+                                              config.image_size), config.limit, config.seed)
+        self.test_set = subset(load_dataset(config.dataset, config.data_dir, "test",
+                                             config.image_size), config.test_limit, config.seed)
+        if config.batch_size > len(self.train_set):
+            raise ValueError(f"batch size {config.batch_size} is larger than the training set "
+                             f"({len(self.train_set)} images); use --batch-size "
+                             f"{len(self.train_set)} or less")
+        self.image_size = self.train_set.images.shape[1]
+        self.mean, self.std = channel_stats(self.train_set.images)
+        augment = _augmentation(config, self.image_size)
+        self.train_loader = DataLoader(self.train_set, config.batch_size, shuffle=True,
+                                       seed=config.seed, augment=augment, drop_last=True,
+                                       mean=self.mean, std=self.std)
+        self.test_loader = DataLoader(self.test_set, min(config.batch_size, len(self.test_set)),
+                                      mean=self.mean, std=self.std)
+
+    def checkpoint_config(self):
+        """The config saved with every checkpoint: settings plus what they resolved to."""
+        config = self.config
+        cifar_stem = self.image_size <= 64 if config.cifar_stem is None else config.cifar_stem
+        return {**config.to_dict(), "image_size": self.image_size, "cifar_stem": cifar_stem,
+                "num_classes": len(self.train_set.classes), "classes": list(self.train_set.classes),
+                "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def resume(cls, path, out_dir=None, overrides=None, **kwargs):
+        """A trainer that continues the run saved in checkpoint ``path``.
+
+        ``overrides`` maps TrainConfig fields to values given again (None
+        means not given). Only :data:`RESUME_OVERRIDES` may differ from the
+        saved run; another change raises a one-line CheckpointError, since the
+        saved optimizer and schedule state fix the rest.
+        """
+        checkpoint = load_checkpoint(path)
+        if checkpoint.optimizer is None or "epoch" not in checkpoint.progress:
+            raise CheckpointError(f"{path} holds weights only, not a training state, so it "
+                                  "cannot be resumed (use it with evaluate or predict)")
+        config = _apply_overrides(checkpoint, overrides or {})
+        trainer = cls(config, Path(path).parent if out_dir is None else out_dir, **kwargs)
+        trainer._restore(checkpoint)
+        return trainer
+
+    def _restore(self, checkpoint):
+        restore_model(self.model, checkpoint.model_state, checkpoint.path,
+                      f"a {describe_model(self.checkpoint_config())}")
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        self.train_loader.load_state_dict(checkpoint.loader)
+        restore_rng_state(checkpoint.rng)
+        progress = checkpoint.progress
+        self.epoch, self.batch = progress["epoch"], progress["batch"]
+        self.sums = dict(progress["sums"])
+        self.history, self.best_top1 = list(progress["history"]), progress["best_top1"]
+        self._loader_state = checkpoint.loader
+        self.resumed_from = Path(checkpoint.path)
+
+    # ------------------------------------------------------------------ the run
+    def fit(self):
+        """Train until ``config.epochs`` epochs are done, or until interrupted.
+
+        Returns
+        -------
+        dict
+            ``out``, ``epochs`` (done), ``interrupted``, ``top1``, ``top5``
+            (last evaluation), ``best_top1`` and ``history``.
+        """
+        self._prepare_out()
+        self.metrics = MetricsWriter(self.out / "metrics.jsonl", self.history)
+        self.metrics.write()  # a resumed run drops lines of epochs after its checkpoint
+        with _sigint_stops(self):
+            self.log(self._start_line())  # once shown, Ctrl-C saves before it stops
+            try:
+                while self.epoch < self.config.epochs:
+                    self._check_stop()
+                    self._train_epoch()
+                    self._end_epoch()
+            except KeyboardInterrupt:
+                return self._interrupted()
+        return self._finish()
+
+    def _start_line(self):
+        size, epochs = self.image_size, self.config.epochs
+        line = (f"{describe_model(self.checkpoint_config())} on {self.config.dataset}: "
+                f"{len(self.train_set)} training and {len(self.test_set)} test images of "
+                f"{size}x{size}, {epochs} epoch{'s' * (epochs != 1)}, writing to {self.out}")
+        if self.resumed_from is not None and self.epoch >= epochs:
+            line += f"; {self.resumed_from.name} holds the finished run"
+        elif self.resumed_from is not None:
+            line += (f"; resuming {self.resumed_from.name} at epoch {self.epoch + 1}, "
+                     f"batch {self.batch}/{len(self.train_loader)}")
+        return line
+
+    def _prepare_out(self):
+        self.out.mkdir(parents=True, exist_ok=True)
+        continuing = (self.resumed_from is not None
+                      and self.resumed_from.parent.resolve() == self.out.resolve())
+        existing = [name for name in RUN_FILES if (self.out / name).exists()]
+        if existing and not continuing:
+            raise FileExistsError(f"{self.out} already holds a run ({', '.join(existing)}); "
+                                  f"continue it with --resume {self.out / 'last.npz'} or "
+                                  "choose another --out")
+        atomic_write_text(self.out / "config.json",
+                          json.dumps(self.checkpoint_config(), indent=2) + "\n")
+
+    def _train_epoch(self):
+        loader = self.train_loader
+        self.model.train()
+        if self.batch >= len(loader):  # saved after the last batch, before the evaluation
+            return
+        desc = f"epoch {self.epoch + 1}/{self.config.epochs}"
+        # closing(): an interrupted loop stops the loader's prefetch thread here and
+        # now, not whenever (and in whichever thread) the garbage collector runs.
+        with progress_bar(len(loader), desc, initial=self.batch, enabled=self.progress) as bar, \
+                contextlib.closing(iter(loader)) as batches:
+            tick = time.perf_counter()
+            for x, y in batches:
+                self._at_boundary = False
+                loss, correct = self._step(x, y)
+                now = time.perf_counter()
+                self._count_batch(loss, correct, len(y), now - tick)
+                tick = now
+                bar.update(1)
+                bar.set_postfix_str(self._postfix())
+                if self.on_batch_end is not None:
+                    self.on_batch_end(self)
+                self._check_stop()
+
+    def _count_batch(self, loss, correct, size, seconds):
+        """Add a finished batch to the epoch's totals: the state is consistent again."""
+        self.sums["loss"] += loss * size
+        self.sums["correct"] += correct
+        self.sums["seen"] += size
+        self.sums["seconds"] += seconds
+        self.batch += 1
+        self._loader_state = self.train_loader.state_dict()
+        self._at_boundary = True
+
+    def _step(self, x, y):
+        """One optimizer step on a batch; returns (loss, number classified right)."""
+        device = self.config.device
+        x = backend.to_device(x.astype(self.model.dtype, copy=False), device)
+        y = backend.to_device(y, device)
+        logits = self.model(x)
+        loss = float(self.criterion(logits, y))
+        if not math.isfinite(loss):
+            raise TrainingError(self._diverged_message(loss))
+        self.optimizer.zero_grad()
+        self.model.backward(self.criterion.backward())
+        self.sums["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, topk_correct(logits, y, 1)
+
+    def _end_epoch(self):
+        """Evaluate, advance the counters, save, log."""
+        # Evaluation changes no training state: interrupted here, the run saves
+        # "all batches of this epoch done" and a resumed run evaluates first.
+        result = evaluate(self.model, self.test_loader, self.config.device,
+                          progress=self.progress, desc="test")
+        self._at_boundary = False
+        record = self._epoch_record(result)
+        self.epoch, self.batch, self.sums = self.epoch + 1, 0, _new_sums()
+        self.history.append(record)
+        improved = self.best_top1 is None or result.top1 > self.best_top1
+        if improved:
+            self.best_top1 = result.top1
+        self._loader_state = self.train_loader.state_dict()
+        self._at_boundary = True
+        # best before last: a crash in between makes a resumed run redo this epoch.
+        if improved:
+            self._save(self.out / "best.npz")
+        self._save(self.out / "last.npz")
+        self.metrics.append(record)
+        self._plot(plot_history, self.history, self.out / "curves.png")
+        self._last_eval = result
+        self.log(_epoch_line(record, self.config.epochs))
+
+    def _epoch_record(self, result):
+        sums = self.sums
+        return {"epoch": self.epoch + 1, "lr": sums["lr"],
+                "train_loss": sums["loss"] / sums["seen"],
+                "train_acc": sums["correct"] / sums["seen"],
+                "test_loss": result.loss, "top1": result.top1, "top5": result.top5,
+                "images_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
+                "epoch_time_s": sums["seconds"]}
+
+    def _finish(self):
+        result = self._last_eval
+        if result is None:  # resumed from a finished run: evaluate once for the report
+            result = evaluate(self.model, self.test_loader, self.config.device, self.progress)
+        cm = result.confusion_matrix(len(self.test_set.classes))
+        self._plot(plot_confusion_matrix, cm, self.test_set.classes,
+                   self.out / "confusion_matrix.png")
+        best = f"{100 * self.best_top1:.2f}%" if self.best_top1 is not None else "n/a"
+        self.log(f"done: test top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
+                 f"(best top-1 {best}); checkpoints, metrics and plots in {self.out}")
+        return self._summary(result, interrupted=False)
+
+    def _interrupted(self):
+        last = self.out / "last.npz"
+        where = (f"epoch {self.epoch + 1}/{self.config.epochs}, "
+                 f"batch {self.batch}/{len(self.train_loader)}")
+        if self._at_boundary:
+            self._save(last)
+            self.log(f"interrupted at {where}: saved {last}; continue with "
+                     f"`resnet-np train --resume {last}`")
+        else:
+            kept = f"; {last} is unchanged" if last.exists() else ""
+            self.log(f"interrupted inside a batch at {where}: nothing saved{kept}")
+        return self._summary(self._last_eval, interrupted=True)
+
+    def _summary(self, result, interrupted):
+        return {"out": str(self.out), "epochs": self.epoch, "interrupted": interrupted,
+                "top1": None if result is None else result.top1,
+                "top5": None if result is None else result.top5,
+                "best_top1": self.best_top1, "history": list(self.history)}
+
+    # ------------------------------------------------------------------ helpers
+    def _save(self, path):
+        save_checkpoint(path, self.model.state_dict(), self.checkpoint_config(),
+                        optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), loader=self._loader_state,
+                        rng=capture_rng_state(),
+                        progress={"epoch": self.epoch, "batch": self.batch, "sums": self.sums,
+                                  "history": self.history, "best_top1": self.best_top1})
+
+    def _plot(self, plot, *args):
+        """Plots are a convenience: without matplotlib the run goes on without them."""
+        try:
+            plot(*args)
+        except ImportError as err:
+            if not self._warned_plots:
+                self.log(f"note: no plots ({err})")
+                self._warned_plots = True
+
+    def _check_stop(self):
+        if self._stop_requested:
+            raise KeyboardInterrupt
+
+    def _postfix(self):
+        s = self.sums
+        return (f"loss {s['loss'] / s['seen']:.4f}, acc {100 * s['correct'] / s['seen']:.1f}%, "
+                f"{s['seen'] / max(s['seconds'], 1e-9):.0f} img/s")
+
+    def _diverged_message(self, loss):
+        last = self.out / "last.npz"
+        kept = (f"the last good checkpoint {last} is unchanged" if last.exists()
+                else "no checkpoint was written")
+        return (f"training diverged: the loss is {loss} at epoch {self.epoch + 1}, batch "
+                f"{self.batch + 1} (learning rate {self.optimizer.param_groups[0]['lr']:g}); "
+                f"stopped without saving, {kept}; try a smaller --lr")
+
+
+# --------------------------------------------------------------------------- #
+# Building blocks
+# --------------------------------------------------------------------------- #
+def build_optimizer(config, params):
+    """The optimizer a config names; ``momentum`` is Adam's beta1."""
+    if config.optimizer == "sgd":
+        return SGD(params, lr=config.lr, momentum=config.momentum,
+                   weight_decay=config.weight_decay)
+    adam = Adam if config.optimizer == "adam" else AdamW
+    return adam(params, lr=config.lr, betas=(config.momentum, 0.999),
+                weight_decay=config.weight_decay)
+
+
+def channel_stats(images, chunk=1024):
+    """Per-channel mean and standard deviation of uint8 (N, H, W, 3) images, in [0, 1] units.
+
+    Computed in float64 over chunks of images, so CIFAR's 50,000 images need
+    no 1 GB temporary array.
+    """
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for start in range(0, len(images), chunk):
+        pixels = images[start:start + chunk].reshape(-1, 3).astype(np.float64)
+        total += pixels.sum(axis=0)
+        total_sq += (pixels ** 2).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-6))
+    return tuple(float(m) for m in mean / 255), tuple(float(s) for s in std / 255)
+
+
+def subset(dataset, limit, seed):
+    """A seeded random ``limit`` images of ``dataset`` (kept in their original order)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    index = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit])
+    return Dataset(dataset.images[index], dataset.labels[index], dataset.classes,
+                   name=f"{dataset.name}[{limit} images]")
+
+
+def _augmentation(config, image_size):
+    """Random crops after zero padding of 1/8 of the side; random flips except for digits."""
+    if not config.augment:
+        return None
+    crop = functools.partial(random_crop, padding=max(1, image_size // 8))
+    if config.dataset == "digits":
+        return crop  # a mirrored digit is another digit, or none
+    return functools.partial(_crop_and_flip, crop)
+
+
+def _crop_and_flip(crop, images, rng):
+    return random_flip(crop(images, rng), rng)
+
+
+def _apply_overrides(checkpoint, overrides):
+    """The checkpoint's TrainConfig, with the allowed overrides applied."""
+    config = TrainConfig.from_dict(checkpoint.config)
+    for key, value in overrides.items():
+        saved = getattr(config, key)
+        if value is None or value == saved:
+            continue
+        if key in RESUME_OVERRIDES:
+            setattr(config, key, value)
+            continue
+        check_model_config(checkpoint.config, {key: value}, checkpoint.path)
+        raise CheckpointError(f"{checkpoint.path} was trained with {key}={saved!r}; a resumed "
+                              f"run keeps its settings, so {key}={value!r} cannot apply "
+                              "(start a new run instead)")
+    return config
+
+
+def _new_sums():
+    """Running totals of an epoch; ``lr`` is the rate of its latest batch."""
+    return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": None}
+
+
+def _epoch_line(record, epochs):
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+            f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f}, "
+            f"top-1 {100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}% | "
+            f"lr {record['lr']:.4g}, {record['images_per_s']:.0f} img/s, "
+            f"{record['epoch_time_s']:.0f} s")
+
+
+@contextlib.contextmanager
+def _sigint_stops(trainer):
+    """While training: a first Ctrl-C asks the loop to stop after the current batch;
+    a second raises KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        if trainer._stop_requested:
+            raise KeyboardInterrupt
+        trainer._stop_requested = True
+        # os.write: safe inside a signal handler, unlike print or tqdm.
+        with contextlib.suppress(OSError):
+            os.write(2, b"\nCtrl-C: saving a checkpoint after this batch "
+                        b"(press Ctrl-C again to stop at once)\n")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
