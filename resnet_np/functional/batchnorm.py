@@ -52,38 +52,48 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
             raise ValueError(f"{layer}: train mode needs more than 1 value per channel, got "
                              f"input shape {tuple(x.shape)}")
         mean = x_mat.mean(axis=0)
-        xhat = x_mat - mean
-        var = xp.einsum("mc,mc->c", xhat, xhat) / M        # one pass, no squared temporary
+        centered = x_mat - mean
+        var = xp.einsum("mc,mc->c", centered, centered) / M   # one pass, no squared temporary
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
         running_var += momentum * var * (M / (M - 1))
     else:
-        mean, var = running_mean, running_var
-        xhat = x_mat - mean
+        mean, var, centered = running_mean, running_var, None
     inv_std = 1 / xp.sqrt(var + eps)
-    xhat *= inv_std
-    out = xhat * gamma
-    out += beta
-    cache = (xhat, gamma, inv_std, training, x.shape)
+    # out = gamma * (x - mean) * inv_std + beta, as one scale and one shift per channel:
+    # two passes over the activations instead of four.
+    scale = gamma * inv_std
+    if training:
+        out = centered * scale
+        out += beta
+    else:
+        out = x_mat * scale
+        out += beta - mean * scale
+    # Train mode keeps x - mean; eval mode keeps x (its own input, no new memory).
+    cache = (None if training else x_mat, centered, mean, inv_std, gamma, training, x.shape)
     return out.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache
 
 
 def batch_norm2d_backward(dout, cache):
     """dout (N, C, H, W)  ->  dx (N, C, H, W), dgamma (C,), dbeta (C,)"""
-    xhat, gamma, inv_std, training, shape = cache
+    x_mat, centered, mean, inv_std, gamma, training, shape = cache
     check_dout("batch_norm2d", dout, shape)
     xp = backend.get_array_module(dout)
     N, C, H, W = shape
     dout_mat = _channels_last_matrix(dout)
     M = dout_mat.shape[0]
+    if centered is None:                       # eval mode: the forward kept x only
+        centered = x_mat - mean
     dbeta = dout_mat.sum(axis=0)
-    dgamma = xp.einsum("mc,mc->c", dout_mat, xhat)
+    dgamma = xp.einsum("mc,mc->c", dout_mat, centered) * inv_std       # sum(dout * xhat)
+    scale = gamma * inv_std
     if training:
-        dx = xhat * (-dgamma / M)
+        # dx = scale * (dout - dbeta / M - xhat * dgamma / M), with xhat = centered * inv_std
+        dx = centered * (-inv_std * dgamma / M)
         dx += dout_mat
         dx -= dbeta / M
-        dx *= gamma * inv_std
+        dx *= scale
     else:
-        dx = dout_mat * (gamma * inv_std)
+        dx = dout_mat * scale
     return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2), dgamma, dbeta
