@@ -235,7 +235,7 @@ def _np_model_step(job):
     def train_step():
         model.zero_grad()
         criterion(model(x), labels)
-        model.backward(criterion.backward())
+        model.backward(criterion.backward(), input_grad=False)   # as torch: x needs no grad
 
     return train_step if job["mode"] == "train" else inference
 

@@ -259,7 +259,7 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingError(self._diverged_message(loss))
         self.optimizer.zero_grad()
-        self.model.backward(self.criterion.backward())
+        self.model.backward(self.criterion.backward(), input_grad=False)
         self.sums["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
