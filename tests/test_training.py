@@ -313,7 +313,7 @@ def test_a_second_ctrl_c_stops_inside_the_batch_and_saves_nothing(run_stopped_af
     trainer = resumed(run_stopped_after_one_epoch, tmp_path)
     before = {name: (trainer.out / name).read_bytes() for name in ("last.npz", "metrics.jsonl")}
 
-    def interrupted_backward(dlogits):
+    def interrupted_backward(dlogits, input_grad=True):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: finish the batch, then save...
         os.kill(os.getpid(), signal.SIGINT)  # ...Ctrl-C again: stop now, half-way through
 
