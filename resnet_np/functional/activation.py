@@ -7,10 +7,14 @@ from .. import backend
 from ._checks import check_dout
 
 
-def relu_forward(x):
-    """x (any shape) -> out (same shape), cache. Keeps the input's memory layout."""
+def relu_forward(x, inplace=False):
+    """x (any shape) -> out (same shape), cache. Keeps the input's memory layout.
+
+    ``inplace=True`` writes the result over ``x`` (torch's ``ReLU(inplace=True)``):
+    no new array, for an input that nothing else keeps, such as a batch norm's output.
+    """
     xp = backend.get_array_module(x)
-    out = xp.maximum(x, 0)
+    out = xp.maximum(x, 0, out=x if inplace else None)
     return out, out
 
 

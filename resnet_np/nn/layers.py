@@ -109,14 +109,14 @@ class BatchNorm2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0). ``inplace`` is accepted for torch compatibility; the output is new."""
+    """max(x, 0); with ``inplace=True`` (as torchvision's ResNets use it) over the input."""
 
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
 
     def forward(self, x):
-        out, cache = F.relu_forward(x)
+        out, cache = F.relu_forward(x, self.inplace)
         self._save(cache)
         return out
 
