@@ -25,6 +25,10 @@ CONV_CASES = [
     ((2, 3, 9, 9), (2, 3, 3), 1, 2, 2, 1, True),       # dilation
     ((2, 2, 6, 5), (3, 3, 2), (2, 1), (0, 1), (1, 2), 1, True),  # anisotropic everything
     ((1, 3, 5, 5), (2, 5, 5), 1, 0, 1, 1, False),      # kernel = input: a 1x1 output
+    # maps of 14x14 or more: stride-1 input gradients take the transposed-conv path
+    ((2, 3, 15, 14), (4, 3, 3), 1, 1, 1, 1, True),
+    ((1, 2, 16, 17), (3, 3, 5), 1, (2, 1), (1, 2), 1, False),
+    ((1, 2, 14, 14), (3, 3, 3), 1, 0, 1, 1, False),    # pad 0: dout padded by 2
 ]
 
 
