@@ -3,6 +3,7 @@
 Each check raises a ``ValueError`` that names the layer and the shapes, so a
 bad input never surfaces as a broadcasting error from deep inside NumPy.
 """
+from ..backend import device_of
 
 
 def pair(value, name="value"):
@@ -29,7 +30,6 @@ def check_float(layer, x):
 
 def check_same_dtype(layer, x, other, other_name):
     """Same device (NumPy/CuPy) and same dtype, or a clear error."""
-    from ..backend import device_of
     if device_of(x) != device_of(other):
         raise ValueError(f"{layer}: input is on the {device_of(x)} but {other_name} is on the "
                          f"{device_of(other)}; move the model or the input (model.to(...))")

@@ -17,6 +17,9 @@ The backward then needs two more products and the adjoint of im2col:
     dx     = col2im(dcols)              every column entry added back where it came from
     db     = dout summed over N, P, Q
 
+For a stride-1 convolution dx is also a convolution of dout with the flipped
+filters (a "transposed convolution"); on large maps that is the faster route.
+
 Rows are ordered (n, p, q) and columns (r, s, c): both follow the channels-last
 memory of the input, so im2col is a strided view plus one copy, and a 1x1
 convolution with stride 1 needs no copy at all.
@@ -165,7 +168,6 @@ def conv2d_backward(dout, cache, input_grad=True):
     check_dout("conv2d", dout, (N, K, P, Q))
     xp = backend.get_array_module(dout)
     dout_mat = xp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(N * P * Q, G, K // G)
-    w_mat = _weight_matrix(w, G)
     if G == 1:
         dw_mat = backend.matmul(dout_mat[:, 0].T, cols[:, 0])[None]         # (1, K, RSC)
     else:
@@ -177,6 +179,7 @@ def conv2d_backward(dout, cache, input_grad=True):
         return None, dw, db
     if _transposed_conv_is_faster(g):
         return _input_grad_by_transposed_conv(dout, w, g), dw, db
+    w_mat = _weight_matrix(w, G)
     if G == 1:
         dcols = backend.matmul(dout_mat[:, 0], w_mat[0])[:, None]          # (NPQ, 1, RSC)
     else:
