@@ -56,6 +56,7 @@ def _number(kind, check, requirement):
 positive_float = _number(float, lambda v: v > 0, "a finite number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a finite number >= 0")
 unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+momentum_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 
@@ -109,12 +110,14 @@ def _add_train(commands):
         "The run's folder (--out) receives last.npz (every epoch, and on Ctrl-C),\n"
         "best.npz (best test top-1), metrics.jsonl, curves.png, confusion_matrix.png\n"
         "and config.json. --resume continues a run exactly where it stopped; the first\n"
-        "Ctrl-C finishes the current batch, saves last.npz and stops.",
+        "Ctrl-C or SIGTERM finishes the current batch, saves last.npz and stops (exit\n"
+        "status 130 or 143). A run that diverges (NaN) stops with an error, and its\n"
+        "checkpoints keep the last finite state.",
         ["resnet-np train",
          "resnet-np train --epochs 5 --lr 0.1 --out runs/digits",
          "resnet-np train --dataset cifar10 --data-dir data --epochs 30 --batch-size 128",
          "resnet-np train --dataset folder --data-dir photos --image-size 64 --model resnet34",
-         "resnet-np train --resume runs/digits/last.npz",
+         "resnet-np train --resume runs/digits          # or runs/digits/last.npz",
          "resnet-np train --limit 256 --epochs 2 --no-progress     # a quick smoke test"])
     _add_model_flags(p.add_argument_group("model"))
     data = p.add_argument_group("data")
@@ -132,7 +135,8 @@ def _add_train(commands):
                      help="the run's folder (default: runs/<date-time>-<model>-<dataset>, "
                           "or the checkpoint's folder with --resume)")
     run.add_argument("--resume", metavar="PATH",
-                     help="continue the run saved in this checkpoint; its settings are kept "
+                     help="continue the run saved in this checkpoint (or in a run folder's "
+                          "last.npz); its settings are kept "
                           "(only --device, --data-dir and --out may change)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
@@ -160,7 +164,7 @@ def _add_optimisation_flags(group):
                        help=f"(default: {_default('optimizer')})")
     group.add_argument("--lr", type=positive_float, metavar="LR",
                        help="initial learning rate (default: 0.05 for sgd, 0.001 for adam/adamw)")
-    group.add_argument("--momentum", type=non_negative_float, metavar="M",
+    group.add_argument("--momentum", type=momentum_float, metavar="M",
                        help=f"SGD momentum, or Adam's beta1 (default: {_default('momentum')})")
     group.add_argument("--weight-decay", type=non_negative_float, metavar="WD",
                        help=f"(default: {_default('weight_decay')})")
@@ -290,14 +294,14 @@ def _train(args, rest):
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}"
         trainer = Trainer(config, args.out or Path("runs") / name, progress=progress)
-    summary = trainer.fit()
-    return EXIT_INTERRUPTED if summary["interrupted"] else 0
+    return trainer.fit()["exit_status"]
 
 
 def _evaluate(args, rest):
     from .convert import load_pretrained
     from .data import IMAGENET_MEAN, IMAGENET_STD, DataLoader
     from .training import evaluate, format_report, plot_confusion_matrix
+    from .training.metrics import format_accuracy
     model, config = load_pretrained(args.weights, args.model, args.device)
     dataset = _evaluation_set(args, config)
     loader = DataLoader(dataset, min(args.batch_size, len(dataset)),
@@ -306,7 +310,7 @@ def _evaluate(args, rest):
     result = evaluate(model, loader, args.device, progress=not args.no_progress)
     cm = result.confusion_matrix(len(dataset.classes))
     print(f"{dataset.name}: {result.count} images, loss {result.loss:.4f}, "
-          f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%")
+          f"{format_accuracy(result.top1, result.top5)}")
     print(format_report(cm, dataset.classes))
     weights = Path(args.weights)
     out = Path(args.out) if args.out else weights.parent

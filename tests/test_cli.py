@@ -113,7 +113,8 @@ def test_train_without_arguments_uses_the_documented_defaults(monkeypatch, tmp_p
             seen.update(config=config, out=Path(out), progress=progress)
 
         def fit(self):
-            return {"interrupted": seen.get("interrupt", False)}
+            interrupted = seen.get("interrupt", False)
+            return {"interrupted": interrupted, "exit_status": 130 if interrupted else 0}
 
     monkeypatch.setattr(training, "Trainer", FakeTrainer)
     monkeypatch.chdir(tmp_path)
@@ -166,21 +167,23 @@ def test_resuming_a_finished_run_changes_no_checkpoint(trained_run, capsys):
         {k: before[k] for k in ("last.npz", "best.npz", "metrics.jsonl")}
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")
-def test_ctrl_c_in_a_terminal_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.skipif(sys.platform == "win32", reason="sends signals to a child process")
+@pytest.mark.parametrize("signum, status, by", [(signal.SIGINT, 130, ""),
+                                                (signal.SIGTERM, 143, " by SIGTERM")])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, signum, status, by):
     out = tmp_path / "run"
     child = subprocess.Popen([sys.executable, "-m", "resnet_np", "train", *TINY_TRAIN,
                               "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert "writing to" in child.stdout.readline()  # training has started
-    child.send_signal(signal.SIGINT)
+    child.send_signal(signum)
     stdout, stderr = child.communicate(timeout=300)
-    assert child.returncode == 130, stderr
+    assert child.returncode == status, stderr
     assert "Traceback" not in stderr
     saved = load_checkpoint(out / "last.npz").progress
     assert saved["epoch"] == 0
-    assert f"interrupted at epoch 1/1, batch {saved['batch']}/2: saved {out / 'last.npz'}" in stdout
+    assert f"interrupted{by} at epoch 1/1, batch {saved['batch']}/2: saved {out / 'last.npz'}" in stdout
     assert f"resnet-np train --resume {out / 'last.npz'}" in stdout
 
 
@@ -191,6 +194,8 @@ def test_ctrl_c_in_a_terminal_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     (["train", "--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
     (["train", "--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
     (["train", "--epochs", "0"], "argument --epochs: expected an integer >= 1"),
+    (["train", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
+    (["train", "--momentum", "-0.1"], "argument --momentum: expected a number in [0, 1)"),
     (["train", "--model", "resnet7"], "argument --model: invalid choice: 'resnet7'"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["predict", "--weights", "w.npz"], "the following arguments are required: IMAGE"),

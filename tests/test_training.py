@@ -365,3 +365,128 @@ def test_batch_size_larger_than_the_training_set_is_refused(tmp_path):
 def test_invalid_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field if field != "model" else "unknown model"):
         TrainConfig(**{field: value}).validate()
+
+
+# --------------------------------------------------------------------------- #
+# Runs that diverge, die early or are stopped by a signal
+# --------------------------------------------------------------------------- #
+def test_non_finite_weights_never_reach_a_checkpoint(tmp_path):
+    """A step that makes the weights inf while the loss is still finite: no save."""
+    def poison(trainer):
+        if trainer.batch == 2 and trainer.epoch == 1:   # the last batch of epoch 2
+            trainer.model.fc.weight.data[...] = np.inf
+    trainer = Trainer(TrainConfig(**TINY), tmp_path, progress=False, log=lambda m: None,
+                      on_batch_end=poison)
+    with pytest.raises(TrainingError, match=r"1 of the model's arrays hold NaN or infinite "
+                                            r"values \(fc.weight\) before saving best.npz"):
+        trainer.fit()
+    saved = load_checkpoint(tmp_path / "last.npz")          # epoch 1's, finite
+    assert saved.progress["epoch"] == 1
+    assert all(np.isfinite(v).all() for v in saved.model_state.values())
+    assert load_checkpoint(tmp_path / "best.npz").progress["epoch"] == 1
+
+
+def test_a_huge_learning_rate_ends_in_an_error_not_a_nan_checkpoint(tmp_path):
+    with pytest.raises(TrainingError, match="diverged"):
+        run(tmp_path, epochs=1, lr=1e6, warmup_epochs=0, limit=64, test_limit=32, image_size=8)
+    for name in ("last.npz", "best.npz"):
+        if (tmp_path / name).exists():
+            state = load_checkpoint(tmp_path / name).model_state
+            assert all(np.isfinite(v).all() for v in state.values()), name
+
+
+def test_a_folder_whose_run_died_before_its_first_checkpoint_is_reused(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("")
+    (tmp_path / "config.json").write_text("{}")
+    stale = [tmp_path / ".last.npz.k3j4.tmp", tmp_path / ".metrics.jsonl.x1.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    (tmp_path / "notes.txt").write_text("mine")          # not ours: left alone
+    lines = []
+    _, summary = run(tmp_path, epochs=1, warmup_epochs=0, log=lines.append)
+    assert not summary["interrupted"] and (tmp_path / "last.npz").is_file()
+    assert not any(path.exists() for path in stale)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("abandoned-")]
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == [
+        "config.json", "metrics.jsonl"]
+    assert any("removed 2 temporary files" in line for line in lines)
+    assert any("stopped before its first checkpoint" in line and str(aside[0]) in line
+               for line in lines)
+
+
+def test_a_folder_with_only_best_npz_is_protected(run_stopped_after_one_epoch, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_stopped_after_one_epoch, copy)
+    (copy / "last.npz").unlink()
+    with pytest.raises(FileExistsError, match=r"--resume .*best.npz"):
+        run(copy)
+    with pytest.raises(CheckpointError, match=r"no last.npz, only best.npz.*--resume .*best.npz"):
+        Trainer.resume(copy)
+
+
+def test_resume_accepts_the_run_folder(run_stopped_after_one_epoch, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_stopped_after_one_epoch, copy)
+    trainer = Trainer.resume(copy, progress=False, log=lambda m: None)
+    assert (trainer.epoch, trainer.out) == (1, copy)
+    with pytest.raises(CheckpointError, match="is not a run's folder: there is no last.npz"):
+        Trainer.resume(tmp_path / "run" / "..")
+
+
+class SignalInFirstBatch(CtrlCInFirstBatch):
+    signum = signal.SIGTERM
+
+    def __call__(self, logits, labels):
+        if self.trainer.batch == 0:
+            os.kill(os.getpid(), self.signum)
+        return self.criterion(logits, labels)
+
+
+def test_sigterm_saves_after_the_batch_and_reports_143(tmp_path):
+    lines = []
+    trainer = Trainer(TrainConfig(**TINY), tmp_path, progress=False, log=lines.append)
+    trainer.criterion = SignalInFirstBatch(trainer)
+    handler = signal.getsignal(signal.SIGTERM)
+    summary = trainer.fit()
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert summary["interrupted"] and summary["exit_status"] == 143
+    assert "interrupted by SIGTERM at epoch 1/2, batch 1/2" in lines[-1]
+    saved = load_checkpoint(tmp_path / "last.npz")
+    assert (saved.progress["epoch"], saved.progress["batch"]) == (0, 1)
+
+
+def test_top5_is_not_reported_for_five_classes_or_fewer():
+    from resnet_np.training.evaluate import evaluate
+    from resnet_np.data import DataLoader
+    from resnet_np.data.dataset import Dataset
+    from resnet_np.training.metrics import format_accuracy
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    for classes, expect_top5 in ((5, False), (6, True)):
+        data = Dataset(images, np.arange(6) % classes, [str(c) for c in range(classes)], "six")
+        model = rn.resnet18(num_classes=classes, cifar_stem=True)
+        result = evaluate(model, DataLoader(data, 3))
+        assert (result.top5 is not None) == expect_top5
+    assert format_accuracy(0.5, None) == "top-1 50.00%"
+    assert format_accuracy(0.5, 0.75) == "top-1 50.00%, top-5 75.00%"
+
+
+@pytest.mark.parametrize("momentum", [1.0, 1.5])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_momentum_of_one_or_more_is_refused(optimizer, momentum):
+    with pytest.raises(ValueError, match=r"momentum .* must be in \[0, 1\)"):
+        TrainConfig(optimizer=optimizer, momentum=momentum).validate()
+
+
+def test_plots_have_whole_epoch_ticks_and_skip_a_missing_top5(tmp_path, monkeypatch):
+    from resnet_np.training import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure))
+    history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "train_acc": 0.5,
+                "top1": 0.4, "top5": None} for e in (1, 2, 3)]
+    plot_history(history, tmp_path / "curves.png")
+    for ax in figures[0].axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    labels = [line.get_label() for line in figures[0].axes[1].get_lines()]
+    assert labels == ["train top-1", "test top-1"]

@@ -268,7 +268,8 @@ def _pyplot():
 
 
 def _save(plt, fig, path):
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
@@ -278,7 +279,9 @@ def plot_layers(plt, layer_rows, path):
     keys = [k for k in BACKENDS if any(r["backend"] == k for r in layer_rows)]
     items = [(r["layer"], r["shape"], r["pass_"]) for r in layer_rows if r["backend"] == keys[0]]
     height = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.18 * len(items) * len(keys)))
+    # A constrained layout widens the left margin to fit the longest label.
+    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.18 * len(items) * len(keys)),
+                           layout="constrained")
     for j, key in enumerate(keys):
         rows = [find(layer_rows, layer=layer, pass_=pass_, backend=key)
                 for layer, _, pass_ in items]

@@ -30,7 +30,8 @@ def atomic_write(path, mode="wb"):
         destination is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = temp_name_pattern(path.name).split("*")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     try:
         # mkstemp makes the file private (0600); give it the usual permissions.
         os.chmod(tmp, 0o666 & ~_umask())
@@ -45,6 +46,26 @@ def atomic_write(path, mode="wb"):
             os.remove(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+def temp_name_pattern(name):
+    """The glob pattern of the temporary files :func:`atomic_write` makes for ``name``."""
+    return f".{name}.*.tmp"
+
+
+def remove_stale_temp_files(folder, names):
+    """Remove temporary files of ``atomic_write(folder / name)`` left by a killed process.
+
+    Only files of the pattern :func:`atomic_write` uses for the given names are
+    touched. Returns the paths removed.
+    """
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(temp_name_pattern(name)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def atomic_write_text(path, text):

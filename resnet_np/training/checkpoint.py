@@ -107,6 +107,16 @@ def save_checkpoint(path, model_state, config, optimizer=None, scheduler=None, l
         np.savez(f, **arrays)
 
 
+def non_finite_entries(state):
+    """The keys of ``state`` (a state_dict) whose floating-point arrays hold NaN or inf."""
+    bad = []
+    for key, value in state.items():
+        xp = backend.get_array_module(value)
+        if np.issubdtype(value.dtype, np.floating) and not bool(xp.isfinite(value).all()):
+            bad.append(key)
+    return bad
+
+
 def _pack(value, arrays, name):
     """A JSON-able copy of ``value``; its arrays move into ``arrays`` under ``name/...``."""
     if isinstance(value, np.generic):

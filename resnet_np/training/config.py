@@ -112,8 +112,10 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "lr_decay_rate"):
             _finite(name, getattr(self, name), low=0)
         _finite("label_smoothing", self.label_smoothing, low=0, high=1)
-        if self.optimizer != "sgd" and not self.momentum < 1:
-            raise ValueError(f"momentum is Adam's beta1 and must be < 1, got {self.momentum}")
+        if not self.momentum < 1:
+            what = "SGD's momentum" if self.optimizer == "sgd" else "Adam's beta1"
+            raise ValueError(f"momentum is {what} and must be in [0, 1) (at 1 or more the "
+                             f"steps grow without bound), got {self.momentum}")
         return self
 
     def to_dict(self):

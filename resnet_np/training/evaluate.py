@@ -19,7 +19,8 @@ class EvalResult:
     loss : float
         Mean cross-entropy (without label smoothing).
     top1, top5 : float
-        Accuracies as fractions of ``count``.
+        Accuracies as fractions of ``count``; ``top5`` is None for 5 classes or
+        fewer, where every image has its class among the top 5.
     labels, predictions : ndarray of int64, shape (count,)
         True classes and the arg-max classes, in the loader's order.
     """
@@ -59,5 +60,6 @@ def evaluate(model, loader, device="cpu", progress=False, desc="eval"):
             predictions.append(logits.argmax(axis=1))
             bar.update(1)
     n = sum(len(y) for y in labels)
-    return EvalResult(loss=loss_sum / n, top1=top1 / n, top5=top5 / n,
+    top5 = top5 / n if logits.shape[1] > 5 else None
+    return EvalResult(loss=loss_sum / n, top1=top1 / n, top5=top5,
                       labels=np.concatenate(labels), predictions=np.concatenate(predictions))

@@ -27,6 +27,12 @@ def topk_correct(logits, labels, k):
     return int((top == labels[:, None]).any(axis=1).sum())
 
 
+def format_accuracy(top1, top5):
+    """``"top-1 95.26%, top-5 99.72%"``; without top-5 when it is None (5 classes or fewer)."""
+    text = f"top-1 {100 * top1:.2f}%"
+    return text if top5 is None else f"{text}, top-5 {100 * top5:.2f}%"
+
+
 def topk_accuracy(logits, labels, ks=(1, 5)):
     """``{k: fraction of rows whose label is in the top k}`` for each k in ``ks``."""
     n = len(labels)

@@ -36,6 +36,7 @@ def plot_history(history, path):
     path : str or path-like
         The PNG to write.
     """
+    from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in history]
     figure = _figure(10, 4)
     loss_ax, acc_ax = figure.subplots(1, 2)
@@ -44,9 +45,11 @@ def plot_history(history, path):
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     curves = (("train_acc", "train top-1"), ("top1", "test top-1"), ("top5", "test top-5"))
     for key, label in curves:
-        acc_ax.plot(epochs, [100 * r[key] for r in history], "o-", label=label)
+        if all(r.get(key) is not None for r in history):  # no top-5 for 5 classes or fewer
+            acc_ax.plot(epochs, [100 * r[key] for r in history], "o-", label=label)
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     figure.tight_layout()

@@ -17,10 +17,16 @@ schedule's state, the epoch and batch counters, NumPy's generators and the
 data loader's position, so an interrupted run ends with exactly (bit for bit)
 the weights of an uninterrupted one.
 
-A first Ctrl-C lets the current batch finish, saves ``last.npz`` and stops;
-a second one stops at once without saving. A loss that is NaN or infinite
-stops the run with a :class:`TrainingError` before anything is saved, so the
-last good checkpoint stays as it was.
+A first Ctrl-C (or SIGTERM, as a timeout or a scheduler sends) lets the
+current batch finish, saves ``last.npz`` and stops; a second one stops at once
+without saving. A loss that is NaN or infinite, or a parameter or buffer that
+is, stops the run with a :class:`TrainingError` before anything is saved, so
+the last good checkpoint stays as it was: no checkpoint ever holds NaN.
+
+A folder whose run died before its first checkpoint (killed, out of memory,
+diverged in its first epoch) holds nothing to protect: a new run there moves
+the leftovers into ``abandoned-<date-time>/`` and starts over. Temporary files
+of a save that was killed mid-write are removed when the next run starts.
 """
 import contextlib
 import functools
@@ -39,13 +45,13 @@ from ..data import DataLoader, Dataset, load_dataset
 from ..data.transforms import random_crop, random_flip
 from ..nn import CrossEntropyLoss
 from ..optim import SGD, Adam, AdamW, build_schedule
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, remove_stale_temp_files
 from .checkpoint import (CheckpointError, capture_rng_state, check_model_config, describe_model,
-                         load_checkpoint, model_from_config, restore_model, restore_rng_state,
-                         save_checkpoint)
+                         load_checkpoint, model_from_config, non_finite_entries, restore_model,
+                         restore_rng_state, save_checkpoint)
 from .config import TrainConfig
 from .evaluate import evaluate
-from .metrics import MetricsWriter, topk_correct
+from .metrics import MetricsWriter, format_accuracy, topk_correct
 from .plots import plot_confusion_matrix, plot_history
 from .progress import log as default_log
 from .progress import progress_bar
@@ -53,6 +59,10 @@ from .progress import progress_bar
 # Settings a resumed run may change: where it runs and where the data lies, not its recipe.
 RESUME_OVERRIDES = ("device", "data_dir")
 RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl")
+# Everything a run writes into its folder (the leftovers of a run that died early).
+OUTPUT_FILES = ("config.json", *RUN_FILES, "curves.png", "confusion_matrix.png")
+# Exit statuses of a run stopped by a signal: 128 + the signal's number, as shells report.
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class TrainingError(RuntimeError):
@@ -105,6 +115,7 @@ class Trainer:
         self._loader_state = self.train_loader.state_dict()
         self._at_boundary = True           # between batches: the state is consistent
         self._stop_requested = False
+        self.stop_signal = None            # the signal that stopped the run, if any
         self._last_eval = None
         self._warned_plots = False
 
@@ -143,8 +154,10 @@ class Trainer:
         ``overrides`` maps TrainConfig fields to values given again (None
         means not given). Only :data:`RESUME_OVERRIDES` may differ from the
         saved run; another change raises a one-line CheckpointError, since the
-        saved optimizer and schedule state fix the rest.
+        saved optimizer and schedule state fix the rest. ``path`` may also be a
+        run's folder: its ``last.npz`` is resumed.
         """
+        path = resume_path(path)
         checkpoint = load_checkpoint(path)
         if checkpoint.optimizer is None or "epoch" not in checkpoint.progress:
             raise CheckpointError(f"{path} holds weights only, not a training state, so it "
@@ -175,13 +188,14 @@ class Trainer:
         Returns
         -------
         dict
-            ``out``, ``epochs`` (done), ``interrupted``, ``top1``, ``top5``
+            ``out``, ``epochs`` (done), ``interrupted``, ``exit_status`` (0, or
+            130 after Ctrl-C and 143 after SIGTERM), ``top1``, ``top5``
             (last evaluation), ``best_top1`` and ``history``.
         """
         self._prepare_out()
         self.metrics = MetricsWriter(self.out / "metrics.jsonl", self.history)
         self.metrics.write()  # a resumed run drops lines of epochs after its checkpoint
-        with _sigint_stops(self):
+        with _signals_stop(self):
             self.log(self._start_line())  # once shown, Ctrl-C saves before it stops
             try:
                 while self.epoch < self.config.epochs:
@@ -189,6 +203,8 @@ class Trainer:
                     self._train_epoch()
                     self._end_epoch()
             except KeyboardInterrupt:
+                if self.stop_signal is None:   # raised by a hook or by Python's own handler
+                    self.stop_signal = signal.SIGINT
                 return self._interrupted()
         return self._finish()
 
@@ -206,15 +222,38 @@ class Trainer:
 
     def _prepare_out(self):
         self.out.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temp_files(self.out, OUTPUT_FILES)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file{'s' * (len(removed) != 1)} of "
+                     f"an interrupted save in {self.out}")
         continuing = (self.resumed_from is not None
                       and self.resumed_from.parent.resolve() == self.out.resolve())
-        existing = [name for name in RUN_FILES if (self.out / name).exists()]
-        if existing and not continuing:
-            raise FileExistsError(f"{self.out} already holds a run ({', '.join(existing)}); "
-                                  f"continue it with --resume {self.out / 'last.npz'} or "
-                                  "choose another --out")
+        if not continuing:
+            self._refuse_or_clear_out()
         atomic_write_text(self.out / "config.json",
                           json.dumps(self.checkpoint_config(), indent=2) + "\n")
+
+    def _refuse_or_clear_out(self):
+        """A fresh run never overwrites a checkpoint; leftovers without one are moved aside."""
+        checkpoints = [name for name in ("last.npz", "best.npz") if (self.out / name).exists()]
+        if checkpoints:
+            existing = [name for name in RUN_FILES if (self.out / name).exists()]
+            raise FileExistsError(f"{self.out} already holds a run ({', '.join(existing)}); "
+                                  f"continue it with --resume {self.out / checkpoints[0]} or "
+                                  "choose another --out")
+        leftovers = [name for name in OUTPUT_FILES if (self.out / name).exists()]
+        if not leftovers:
+            return
+        aside = self.out / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
+        suffix = 1
+        while aside.exists():
+            suffix += 1
+            aside = aside.with_name(f"{aside.name.split('.')[0]}.{suffix}")
+        aside.mkdir()
+        for name in leftovers:
+            os.replace(self.out / name, aside / name)
+        self.log(f"{self.out} held a run that stopped before its first checkpoint; moved "
+                 f"its {', '.join(leftovers)} to {aside} and starting afresh")
 
     def _train_epoch(self):
         loader = self.train_loader
@@ -257,7 +296,7 @@ class Trainer:
         logits = self.model(x)
         loss = float(self.criterion(logits, y))
         if not math.isfinite(loss):
-            raise TrainingError(self._diverged_message(loss))
+            raise TrainingError(self._diverged_message(f"the loss is {loss}"))
         self.optimizer.zero_grad()
         self.model.backward(self.criterion.backward(), input_grad=False)
         self.sums["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -304,9 +343,11 @@ class Trainer:
             result = evaluate(self.model, self.test_loader, self.config.device, self.progress)
         cm = result.confusion_matrix(len(self.test_set.classes))
         self._plot(plot_confusion_matrix, cm, self.test_set.classes,
-                   self.out / "confusion_matrix.png")
+                   self.out / "confusion_matrix.png",
+                   title=f"{self.test_set.name} ({len(self.test_set)} test images) after "
+                         f"epoch {self.epoch}")
         best = f"{100 * self.best_top1:.2f}%" if self.best_top1 is not None else "n/a"
-        self.log(f"done: test top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}% "
+        self.log(f"done: test {format_accuracy(result.top1, result.top5)} "
                  f"(best top-1 {best}); checkpoints, metrics and plots in {self.out}")
         return self._summary(result, interrupted=False)
 
@@ -316,7 +357,8 @@ class Trainer:
                  f"batch {self.batch}/{len(self.train_loader)}")
         if self._at_boundary:
             self._save(last)
-            self.log(f"interrupted at {where}: saved {last}; continue with "
+            by = " by SIGTERM" if self.stop_signal == signal.SIGTERM else ""
+            self.log(f"interrupted{by} at {where}: saved {last}; continue with "
                      f"`resnet-np train --resume {last}`")
         else:
             kept = f"; {last} is unchanged" if last.exists() else ""
@@ -325,12 +367,21 @@ class Trainer:
 
     def _summary(self, result, interrupted):
         return {"out": str(self.out), "epochs": self.epoch, "interrupted": interrupted,
+                "exit_status": EXIT_STATUS[self.stop_signal] if interrupted else 0,
                 "top1": None if result is None else result.top1,
                 "top5": None if result is None else result.top5,
                 "best_top1": self.best_top1, "history": list(self.history)}
 
     # ------------------------------------------------------------------ helpers
     def _save(self, path):
+        """Write a checkpoint, unless a parameter or buffer is NaN or infinite."""
+        bad = non_finite_entries(self.model.state_dict())
+        if bad:
+            more = f", and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise TrainingError(self._diverged_message(
+                f"{len(bad)} of the model's arrays hold NaN or infinite values "
+                f"({', '.join(bad[:3])}{more})", f"before saving {Path(path).name} after "
+                f"epoch {self.epoch}, batch {self.batch}"))
         save_checkpoint(path, self.model.state_dict(), self.checkpoint_config(),
                         optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), loader=self._loader_state,
@@ -338,10 +389,10 @@ class Trainer:
                         progress={"epoch": self.epoch, "batch": self.batch, "sums": self.sums,
                                   "history": self.history, "best_top1": self.best_top1})
 
-    def _plot(self, plot, *args):
+    def _plot(self, plot, *args, **kwargs):
         """Plots are a convenience: without matplotlib the run goes on without them."""
         try:
-            plot(*args)
+            plot(*args, **kwargs)
         except ImportError as err:
             if not self._warned_plots:
                 self.log(f"note: no plots ({err})")
@@ -356,18 +407,35 @@ class Trainer:
         return (f"loss {s['loss'] / s['seen']:.4f}, acc {100 * s['correct'] / s['seen']:.1f}%, "
                 f"{s['seen'] / max(s['seconds'], 1e-9):.0f} img/s")
 
-    def _diverged_message(self, loss):
+    def _diverged_message(self, what, where=None):
         last = self.out / "last.npz"
         kept = (f"the last good checkpoint {last} is unchanged" if last.exists()
                 else "no checkpoint was written")
-        return (f"training diverged: the loss is {loss} at epoch {self.epoch + 1}, batch "
-                f"{self.batch + 1} (learning rate {self.optimizer.param_groups[0]['lr']:g}); "
-                f"stopped without saving, {kept}; try a smaller --lr")
+        where = where or f"at epoch {self.epoch + 1}, batch {self.batch + 1}"
+        return (f"training diverged: {what} {where} (learning rate "
+                f"{self.optimizer.param_groups[0]['lr']:g}); stopped without saving, {kept}; "
+                "try a smaller --lr")
 
 
 # --------------------------------------------------------------------------- #
 # Building blocks
 # --------------------------------------------------------------------------- #
+def resume_path(path):
+    """The checkpoint to resume: ``path`` itself, or the ``last.npz`` of a run's folder."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / "last.npz").is_file():
+        return path / "last.npz"
+    if (path / "best.npz").is_file():
+        raise CheckpointError(f"{path} has no last.npz, only best.npz; resume that with "
+                              f"--resume {path / 'best.npz'}")
+    what = "holds a run that stopped before its first checkpoint" if any(
+        (path / name).exists() for name in OUTPUT_FILES) else "is not a run's folder"
+    raise CheckpointError(f"{path} {what}: there is no last.npz to resume; start a new run "
+                          f"(with --out {path} it starts afresh and moves the leftovers aside)")
+
+
 def build_optimizer(config, params):
     """The optimizer a config names; ``momentum`` is Adam's beta1."""
     if config.optimizer == "sgd":
@@ -443,15 +511,16 @@ def _new_sums():
 def _epoch_line(record, epochs):
     return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
             f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f}, "
-            f"top-1 {100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}% | "
+            f"{format_accuracy(record['top1'], record['top5'])} | "
             f"lr {record['lr']:.4g}, {record['images_per_s']:.0f} img/s, "
             f"{record['epoch_time_s']:.0f} s")
 
 
 @contextlib.contextmanager
-def _sigint_stops(trainer):
-    """While training: a first Ctrl-C asks the loop to stop after the current batch;
-    a second raises KeyboardInterrupt at once."""
+def _signals_stop(trainer):
+    """While training: a first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after
+    the current batch; a second raises KeyboardInterrupt at once. The trainer's
+    ``stop_signal`` records which signal came first."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -460,13 +529,17 @@ def _sigint_stops(trainer):
         if trainer._stop_requested:
             raise KeyboardInterrupt
         trainer._stop_requested = True
+        trainer.stop_signal = signal.Signals(signum)
+        name = b"Ctrl-C" if signum == signal.SIGINT else b"SIGTERM"
+        again = b"Ctrl-C" if signum == signal.SIGINT else b"it"
         # os.write: safe inside a signal handler, unlike print or tqdm.
         with contextlib.suppress(OSError):
-            os.write(2, b"\nCtrl-C: saving a checkpoint after this batch "
-                        b"(press Ctrl-C again to stop at once)\n")
+            os.write(2, b"\n" + name + b": saving a checkpoint after this batch (send " + again
+                     + b" again to stop at once)\n")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in EXIT_STATUS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
