@@ -231,3 +231,21 @@ def test_tiny_end_to_end_run_writes_every_file(tmp_path, capsys):
     for png in ("layers.png", "conv_gflops.png", "throughput.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isfinite([float(r["median_ms"]) for r in layers]).all()
+
+
+def test_layers_plot_keeps_its_longest_labels_inside_the_figure(tmp_path, monkeypatch):
+    plt = report._pyplot()
+    if plt is None:
+        pytest.skip("matplotlib is not installed")
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda plt, fig, path: figures.append(fig))
+    rows = [{"layer": name, "shape": "1x1/2 256->512 @56x56", "pass_": p, "backend": "np-cpu",
+             "median_ms": 1.0, "batch": 8}
+            for name in ("layer2.0.downsample.0", "conv1") for p in ("forward", "backward")]
+    report.plot_layers(plt, rows, tmp_path / "layers.png")
+    fig = figures[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for label in fig.axes[0].get_yticklabels():
+        assert label.get_window_extent(renderer).x0 >= 0, label.get_text()
+    plt.close(fig)
