@@ -262,7 +262,8 @@ def test_weights_with_missing_keys(capsys, trained_run, image, tmp_path):
 def test_evaluate_refuses_a_dataset_with_other_classes(capsys, trained_run, tmp_path):
     for name in ("cat", "dog"):
         (tmp_path / name).mkdir()
-        write_image(tmp_path / name / "1.png")
+        for i in range(5):
+            write_image(tmp_path / name / f"{i}.png", seed=i)
     line = fails(capsys, ["evaluate", "--weights", str(trained_run / "best.npz"),
                           "--dataset", "folder", "--data-dir", str(tmp_path), "--no-progress"])
     assert "has 2 classes but the model" in line and "has 10" in line

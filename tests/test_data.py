@@ -348,16 +348,32 @@ def test_load_dataset_folder_splits(tmp_path):
         load_dataset("folder", tmp_path, "test")
 
 
-def test_load_dataset_folder_without_splits_uses_the_folder(tmp_path):
-    make_image_folder(tmp_path)
-    train = load_dataset("folder", tmp_path, "train", image_size=8)
-    test = load_dataset("folder", tmp_path, "test", image_size=8)
-    np.testing.assert_array_equal(train.images, test.images)
+def test_load_dataset_folder_without_splits_holds_out_a_seeded_fifth(tmp_path):
+    for name, count in (("ant", 10), ("bee", 5)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((4, 4, 3), 20 * i + (name == "bee"), np.uint8)).save(
+                tmp_path / name / f"{i}.png")
+    train = load_dataset("folder", tmp_path, "train", image_size=4)
+    test = load_dataset("folder", tmp_path, "test", image_size=4)
+    assert (len(train), len(test)) == (12, 3)
+    assert np.bincount(test.labels).tolist() == [2, 1]          # 20% of each class
+    pixels = lambda d: {int(image[0, 0, 0]) for image in d.images}
+    assert not pixels(train) & pixels(test)                      # disjoint
+    again = load_dataset("folder", tmp_path, "test", image_size=4)
+    np.testing.assert_array_equal(again.images, test.images)     # the same split every time
+    assert "3 of 15 images) is held out for testing" in test.note and test.note == train.note
     (tmp_path / "train").mkdir()
     with pytest.raises(ValueError, match="only one of train/ and test/"):
         load_dataset("folder", tmp_path)
     with pytest.raises(ValueError, match="needs data_dir"):
         load_dataset("folder")
+
+
+def test_load_dataset_folder_too_small_to_hold_out_is_refused(tmp_path):
+    make_image_folder(tmp_path)     # 1 and 2 images per class: 20% rounds to none
+    with pytest.raises(ValueError, match="too few images .* give train/ and test/ folders"):
+        load_dataset("folder", tmp_path, "test", image_size=8)
 
 
 # --------------------------------------------------------------------------- #

@@ -15,7 +15,8 @@ from importlib import resources
 
 from .cifar import CIFAR_URL, load_cifar10, load_cifar100
 from .dataset import Dataset
-from .digits import load_digits, stratified_split
+from .dataset import stratified_split
+from .digits import load_digits
 from .folder import list_classes, load_image_folder
 from .loader import DataLoader
 from .registry import DATASETS, DEFAULT_DATA_DIR, DEFAULT_IMAGE_SIZE, load_dataset

@@ -31,12 +31,15 @@ class Dataset:
         Class names; ``classes[k]`` names label ``k``.
     name : str
         Where the data came from, e.g. ``"cifar10/train"``.
+    note : str
+        What a user should know about how the split was made (empty if nothing).
     """
 
     images: np.ndarray
     labels: np.ndarray
     classes: list
     name: str
+    note: str = ""
 
     def __post_init__(self):
         images, labels = self.images, self.labels
@@ -62,3 +65,29 @@ def check_split(split):
     """Raise a ValueError unless ``split`` is ``"train"`` or ``"test"``."""
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def stratified_split(labels, test_fraction, seed):
+    """Split indices so that each class gives ``round(test_fraction * count)`` to test.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+    test_fraction : float in (0, 1)
+    seed : int
+
+    Returns
+    -------
+    train, test : ndarray of int64
+        Sorted, disjoint indices covering ``range(N)``.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    test = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        test.append(rng.permutation(members)[:round(test_fraction * len(members))])
+    test = np.sort(np.concatenate(test))
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return train, test

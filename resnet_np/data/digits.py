@@ -11,7 +11,7 @@ test images.
 """
 import numpy as np
 
-from .dataset import Dataset, check_split
+from .dataset import Dataset, check_split, stratified_split
 from .transforms import resize_images
 
 
@@ -54,29 +54,3 @@ def load_digits(split="train", image_size=32, test_fraction=0.2, seed=0):
     rgb = np.repeat(grey[..., None], 3, axis=-1)                          # (N, 8, 8, 3)
     return Dataset(resize_images(rgb, image_size), labels[index],
                    [str(d) for d in range(10)], name=f"digits/{split}")
-
-
-def stratified_split(labels, test_fraction, seed):
-    """Split indices so that each class gives ``round(test_fraction * count)`` to test.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (N,)
-    test_fraction : float in (0, 1)
-    seed : int
-
-    Returns
-    -------
-    train, test : ndarray of int64
-        Sorted, disjoint indices covering ``range(N)``.
-    """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    test = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        test.append(rng.permutation(members)[:round(test_fraction * len(members))])
-    test = np.sort(np.concatenate(test))
-    train = np.setdiff1d(np.arange(len(labels)), test)
-    return train, test

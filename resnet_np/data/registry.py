@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from .cifar import load_cifar10, load_cifar100
-from .dataset import check_split
+from .dataset import Dataset, check_split, stratified_split
 from .digits import load_digits
 from .folder import list_classes, load_image_folder
 from .transforms import resize_images
@@ -24,8 +24,10 @@ def load_dataset(name, data_dir=None, split="train", image_size=None):
         folders in ``data_dir`` (see :mod:`resnet_np.data.cifar`).
         ``"folder"``: one subfolder per class. The training images are read
         from ``data_dir/train`` and the test images from ``data_dir/test``;
-        when neither folder exists, ``data_dir`` itself serves as both splits
-        (having only one of them is an error).
+        when neither folder exists, a seeded 20% of each class of
+        ``data_dir`` is held out as the test split (the same images every
+        time; the dataset's ``note`` says so). Having only one of train/ and
+        test/ is an error.
     data_dir : str or path-like, optional
         Defaults to ``"data"`` (relative to the working directory) for CIFAR;
         required for ``"folder"``.
@@ -61,7 +63,7 @@ def _load_folder(data_dir, split, size):
     data_dir = Path(data_dir)
     train, test = data_dir / "train", data_dir / "test"
     if not train.is_dir() and not test.is_dir():
-        return load_image_folder(data_dir, size, name=f"{data_dir}/{split}")
+        return _held_out_split(load_image_folder(data_dir, size), data_dir, split)
     if not (train.is_dir() and test.is_dir()):
         raise ValueError(f"{data_dir} has only one of train/ and test/; give both, "
                          f"or neither to use {data_dir} for both splits")
@@ -72,3 +74,22 @@ def _load_folder(data_dir, split, size):
                          f"{list_classes(train)} and {list_classes(test)}")
     return load_image_folder(train if split == "train" else test, size,
                              name=f"{data_dir}/{split}")
+
+
+# The share of each class held out for testing when a folder has no test/ subfolder.
+HELD_OUT_FRACTION, HELD_OUT_SEED = 0.2, 0
+
+
+def _held_out_split(dataset, data_dir, split):
+    """The ``split`` of a seeded, stratified 80/20 split of ``dataset``."""
+    train, test = stratified_split(dataset.labels, HELD_OUT_FRACTION, HELD_OUT_SEED)
+    if len(test) == 0 or len(train) == 0:
+        raise ValueError(f"{data_dir} has no train/ and test/ subfolders and too few images "
+                         f"({len(dataset)}) to hold out {HELD_OUT_FRACTION:.0%} of a class for "
+                         "testing; add images, or give train/ and test/ folders")
+    index = train if split == "train" else test
+    note = (f"{data_dir} has no train/ and test/ subfolders: a seeded {HELD_OUT_FRACTION:.0%} "
+            f"of each class ({len(test)} of {len(dataset)} images) is held out for testing, "
+            f"the other {len(train)} images are for training")
+    return Dataset(dataset.images[index], dataset.labels[index], dataset.classes,
+                   name=f"{data_dir}/{split}", note=note)

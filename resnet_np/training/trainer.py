@@ -197,6 +197,8 @@ class Trainer:
         self.metrics.write()  # a resumed run drops lines of epochs after its checkpoint
         with _signals_stop(self):
             self.log(self._start_line())  # once shown, Ctrl-C saves before it stops
+            if self.test_set.note:
+                self.log(f"note: {self.test_set.note}")
             try:
                 while self.epoch < self.config.epochs:
                     self._check_stop()
@@ -469,7 +471,7 @@ def subset(dataset, limit, seed):
         return dataset
     index = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit])
     return Dataset(dataset.images[index], dataset.labels[index], dataset.classes,
-                   name=f"{dataset.name}[{limit} images]")
+                   name=f"{dataset.name}[{limit} images]", note=dataset.note)
 
 
 def _augmentation(config, image_size):
