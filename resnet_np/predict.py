@@ -19,7 +19,7 @@ import numpy as np
 from . import backend
 from .convert import load_pretrained
 from .data import imagenet_classes, imagenet_preprocess, load_image, normalize
-from .data.transforms import pil_image_module
+from .data.transforms import pil_image_module, to_rgb
 from .nn import no_grad
 
 
@@ -87,7 +87,7 @@ def preprocessor(config):
 def _resize_and_normalize(image, size, mean, std):
     """The evaluation transform of a resnet-np training run, for one PIL image."""
     Image = pil_image_module()
-    pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR))
+    pixels = np.asarray(to_rgb(image).resize((size, size), Image.BILINEAR))
     return normalize(pixels[None], mean, std)[0]
 
 

@@ -580,6 +580,39 @@ def test_load_image(tmp_path):
         load_image(tmp_path / "absent.png")
 
 
+def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
+    wide = np.array([[0, 257, 32896], [65535, 1000, 51400]], np.uint16)   # 0, 1, 128, 255...
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode == "I;16"
+    expected = np.rint(wide / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "wide.png")),
+                                  np.repeat(expected[..., None], 3, axis=-1))
+
+    unit = np.array([[0.0, 0.5, 1.0], [0.25, 0.75, 1 / 255]], np.float32)
+    Image.fromarray(unit).save(tmp_path / "unit.tiff")
+    assert Image.open(tmp_path / "unit.tiff").mode == "F"
+    np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "unit.tiff"))[..., 0],
+                                  np.rint(unit.astype(np.float64) * 255).astype(np.uint8))
+    Image.fromarray(unit * 300).save(tmp_path / "range.tiff")
+    with pytest.raises(ValueError, match=r"range.tiff: a float image must have its pixels in "
+                                         r"\[0, 1\], got \[0, 300\]"):
+        load_image(tmp_path / "range.tiff")
+
+    # A folder dataset of 16-bit files equals one of the same pictures in 8 bits.
+    for name, picture in (("a/wide.png", wide), ("b/narrow.png", expected)):
+        (tmp_path / "folder" / name).parent.mkdir(parents=True)
+        Image.fromarray(picture).save(tmp_path / "folder" / name)
+    images = load_image_folder(tmp_path / "folder", image_size=3).images
+    np.testing.assert_array_equal(images[0], images[1])
+
+
+def test_a_decompression_bomb_is_one_clear_error(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)   # 4x over the limit
+    with pytest.raises(ValueError, match="bomb.png: the image is too large to open safely"):
+        load_image(tmp_path / "bomb.png")
+
+
 def test_resize_images():
     images = np.random.default_rng(8).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     assert resize_images(images, 8) is images

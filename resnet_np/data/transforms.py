@@ -29,7 +29,11 @@ def pil_image_module():
 
 
 def load_image(path):
-    """Open an image file (JPEG, PNG, ... anything Pillow reads) as RGB.
+    """Open an image file (JPEG, PNG, TIFF... anything Pillow reads) as 8-bit RGB.
+
+    16-bit and 32-bit integer images are scaled from their range (0..65535)
+    to 0..255, and float images from 0..1, rather than clipped as Pillow's
+    ``convert("RGB")`` would (it turns most 16-bit pictures white).
 
     Parameters
     ----------
@@ -45,18 +49,53 @@ def load_image(path):
     FileNotFoundError
         No such file.
     ValueError
-        The file is not an image Pillow can read, or it is truncated.
+        The file is not an image Pillow can read, it is truncated, it is too
+        large to be safe (a "decompression bomb"), or its float pixels lie
+        outside [0, 1].
     """
     Image = pil_image_module()
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")  # convert() decodes the whole file
+            return to_rgb(image, path)  # decodes the whole file
     except FileNotFoundError:
         raise
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: the image is too large to open safely ({err})") from None
     except (OSError, SyntaxError) as err:
         # OSError includes UnidentifiedImageError (not an image) and truncated
         # data; a few broken headers raise SyntaxError.
         raise ValueError(f"{path}: not a readable image file ({err})") from err
+
+
+# The largest value of each integer mode Pillow opens wide images in.
+_WIDE_INTEGER_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535,
+                       "I": 65535}
+
+
+def to_rgb(image, source="image"):
+    """An 8-bit RGB copy of a PIL image, with wide pixel ranges scaled to 0..255.
+
+    8-bit modes (L, P, RGBA, CMYK, ...) go through ``convert("RGB")``; grey
+    16-bit (and 32-bit integer, as older Pillows open 16-bit PNGs) images are
+    scaled by 255/65535, float ones (mode F) by 255 from [0, 1].
+    """
+    if image.mode not in _WIDE_INTEGER_MODES and image.mode != "F":
+        return image.convert("RGB")
+    pixels = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+        if not (np.isfinite(pixels).all() and 0 <= low and high <= 1):
+            raise ValueError(f"{source}: a float image must have its pixels in [0, 1], got "
+                             f"[{low:g}, {high:g}]")
+        scale = 255.0
+    else:
+        top = _WIDE_INTEGER_MODES[image.mode]
+        if pixels.size and (pixels.min() < 0 or pixels.max() > top):
+            raise ValueError(f"{source}: a {image.mode} image must have its pixels in "
+                             f"[0, {top}], got [{pixels.min():g}, {pixels.max():g}]")
+        scale = 255.0 / top
+    grey = np.rint(pixels * scale).astype(np.uint8)
+    return pil_image_module().fromarray(grey).convert("RGB")    # uint8 (H, W): mode L
 
 
 def resize_images(images, size):
@@ -196,7 +235,7 @@ def imagenet_preprocess(image, resize_size=256, crop_size=224,
     if crop_size > resize_size:
         raise ValueError(f"crop_size {crop_size} exceeds resize_size {resize_size}")
     Image = pil_image_module()
-    image = image.convert("RGB")
+    image = to_rgb(image)
     w, h = image.size
     short, long = min(w, h), max(w, h)
     new_short, new_long = resize_size, int(resize_size * long / short)
