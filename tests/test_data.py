@@ -223,6 +223,25 @@ def test_cifar_truncated_archive_names_the_archive(tmp_path):
         load_cifar10(tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["pixel", "crc"])
+def test_cifar_corrupted_archive_is_called_corrupt(tmp_path, damage):
+    """A changed byte that gzip's CRC catches (stored blocks: the pixels change silently)."""
+    import gzip
+    files, _ = cifar10_files(n=20)
+    plain = tmp_path / "plain.tar.gz"
+    write_archive(plain, "cifar-10-batches-py", files)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    raw = bytearray(gzip.compress(gzip.decompress(plain.read_bytes()), compresslevel=0))
+    if damage == "pixel":
+        at = raw.find(files["data_batch_1"][-3000:-2990])   # inside the last batch's pixels
+        raw[at] ^= 0xFF
+    else:
+        raw[-8] ^= 0xFF                                       # the CRC field itself
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="cifar-10-python.tar.gz: truncated or corrupt archive"):
+        load_cifar10(tmp_path, "train")
+
+
 def test_cifar_archive_without_the_members(tmp_path):
     write_archive(tmp_path / "cifar-10-python.tar.gz", "something-else", {"x": b"1"})
     with pytest.raises(ValueError, match="no member cifar-10-batches-py/test_batch"):

@@ -16,6 +16,7 @@ pixels, rows top to bottom; and ``b"labels"`` (CIFAR-10) or ``b"fine_labels"``
 (CIFAR-100), a list of ints. The meta file holds the class names under
 ``b"label_names"`` or ``b"fine_label_names"``.
 """
+import gzip
 import io
 import pickle
 import tarfile
@@ -117,17 +118,23 @@ def _read_files(layout, data_dir, names):
 
 
 def _read_archive(archive, members):
-    """Read the named members of a .tar.gz in memory, keyed by their base name."""
+    """Read the named members of a .tar.gz in memory, keyed by their base name.
+
+    The whole gzip stream is read, to its end, even after the last member is
+    found: only there does gzip check its CRC and length, so a corrupted
+    archive is reported as corrupt instead of loading with changed pixels.
+    """
     found = {}
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./")
-                if name in members and member.isfile():
-                    found[name.rsplit("/", 1)[1]] = (tar.extractfile(member).read(),
-                                                     f"{archive}:{name}")
-                    if len(found) == len(members):
-                        break
+        with gzip.open(archive, "rb") as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    name = member.name.removeprefix("./")
+                    if name in members and member.isfile() and len(found) < len(members):
+                        found[name.rsplit("/", 1)[1]] = (tar.extractfile(member).read(),
+                                                         f"{archive}:{name}")
+            while stream.read(1 << 20):  # to the end of the stream: the CRC check
+                pass
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise ValueError(f"{archive}: truncated or corrupt archive ({err}); "
                          f"download it again from {CIFAR_URL}") from err
