@@ -9,6 +9,7 @@ it writes loads with NumPy alone.
 The architecture is read from the weights themselves (block type and count,
 group width, number of classes, stem), so no model name is needed.
 """
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from .training.checkpoint import (CheckpointError, check_model_config, load_chec
                                   model_from_config, read_npz, restore_model, save_checkpoint)
 
 TORCH_SUFFIXES = (".pth", ".pt")
+# Terminal colour codes that torch puts in some of its messages.
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # (block counts of layer1..4, bottleneck?) -> candidate names; ties are broken
 # by the width of layer1's 3x3 convolution (see _infer_model_name).
@@ -51,7 +54,7 @@ def load_torch_state_dict(path):
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        first_line = (str(err).strip().splitlines() or [""])[0]
+        first_line = (_ANSI_CODES.sub("", str(err)).strip().splitlines() or [""])[0]
         raise ValueError(f"{path}: not a readable PyTorch weights file "
                          f"({type(err).__name__}: {first_line})") from err
     if isinstance(content, dict):
@@ -194,10 +197,14 @@ def convert(src, dst=None, model=None):
     """
     src = Path(src)
     dst = src.with_suffix(".npz") if dst is None else Path(dst)
+    if src.suffix == ".npz":
+        raise ValueError(f"{src} is already a resnet-np .npz file: there is nothing to "
+                         "convert; use it as it is with evaluate, predict or --resume")
     state = load_torch_state_dict(src)
     config = infer_config(state, src)
     if model is not None:
         check_model_config(config, {"model": model}, src)
     restore_model(model_from_config(config), state, src, f"a {config['model']}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dst, state, config, progress={"source": str(src)})
     return dst, config

@@ -415,3 +415,32 @@ def test_the_architecture_is_read_from_the_weights(name):
     model = rn.build_model(name, num_classes=7, cifar_stem=True)
     assert infer_config(model.state_dict()) == {"model": name, "num_classes": 7,
                                                 "cifar_stem": True, "dtype": "float32"}
+
+
+def test_convert_creates_the_output_folder_and_refuses_our_own_npz(capsys, torchvision_resnet18,
+                                                                   tmp_path):
+    _, _, _, pth, _ = torchvision_resnet18
+    dst = tmp_path / "out" / "deeper" / "r18.npz"
+    assert main(["convert", str(pth), str(dst)]) == 0
+    assert dst.is_file() and [p.name for p in dst.parent.iterdir()] == ["r18.npz"]
+    line = fails(capsys, ["convert", str(dst), str(tmp_path / "again.npz")])
+    assert "is already a resnet-np .npz file: there is nothing to convert" in line
+
+
+def test_torch_error_messages_lose_their_colour_codes(capsys, tmp_path, monkeypatch):
+    import torch
+    def load(*args, **kwargs):
+        raise RuntimeError("\x1b[1mWeights only load failed.\x1b[0m Re-running may help")
+    monkeypatch.setattr(torch, "load", load)
+    pth = tmp_path / "w.pth"
+    pth.write_bytes(b"x")
+    line = fails(capsys, ["convert", str(pth)])
+    assert "\x1b" not in line and "(RuntimeError: Weights only load failed. Re-running" in line
+
+
+def test_an_npz_of_python_objects_is_named_not_unpickled(capsys, tmp_path):
+    np.savez(tmp_path / "objects.npz", fine=np.ones(2), bad=np.array([{"x": 1}], dtype=object))
+    image = write_image(tmp_path / "a.png")
+    line = fails(capsys, ["predict", str(image), "--weights", str(tmp_path / "objects.npz")])
+    assert "entry 'bad' holds Python objects, not numbers" in line
+    assert "allow_pickle" not in line

@@ -160,13 +160,21 @@ def read_npz(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    key = None
     try:
         content = np.load(path, allow_pickle=False)
         if not isinstance(content, np.lib.npyio.NpzFile):
             raise ValueError("a single .npy array, not an .npz archive")
         with content as npz:
-            return {key: npz[key] for key in npz.files}
+            arrays = {}
+            for key in npz.files:
+                arrays[key] = npz[key]
+            return arrays
     except Exception as err:  # a damaged zip fails in many ways (BadZipFile, zlib, EOF...)
+        if key is not None and "allow_pickle" in str(err):
+            raise CheckpointError(f"{path}: entry {key!r} holds Python objects, not numbers; "
+                                  "resnet-np reads only numeric arrays (it never unpickles "
+                                  "a file)") from None
         raise CheckpointError(f"{path}: not a readable .npz file, truncated or corrupt "
                               f"({type(err).__name__}: {err})") from err
 
