@@ -75,6 +75,16 @@ def test_notebook_structure(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_checks_its_facts(path):
+    """Figures and printed values are asserted against another computation inside the
+    cells, so a notebook that goes stale fails when it runs, not only when it errors."""
+    asserts = sum(line.lstrip().startswith("assert ")
+                  for cell in _read(path).cells if cell.cell_type == "code"
+                  for line in cell.source.splitlines())
+    assert asserts >= 4, f"{path.name}: {asserts} assert statements; check the facts it shows"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, monkeypatch):
     nb = _execute(path, monkeypatch)
     errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.output_type == "error"]
