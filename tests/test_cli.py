@@ -444,3 +444,15 @@ def test_an_npz_of_python_objects_is_named_not_unpickled(capsys, tmp_path):
     line = fails(capsys, ["predict", str(image), "--weights", str(tmp_path / "objects.npz")])
     assert "entry 'bad' holds Python objects, not numbers" in line
     assert "allow_pickle" not in line
+
+
+def test_a_diverging_run_exits_non_zero_without_a_nan_checkpoint(capsys, tmp_path):
+    out = tmp_path / "run"
+    line = fails(capsys, ["train", "--limit", "64", "--test-limit", "32", "--epochs", "1",
+                          "--batch-size", "16", "--image-size", "8", "--lr", "1e6",
+                          "--no-progress", "--out", str(out)])
+    assert line.startswith("resnet-np: error: training diverged")
+    assert not (out / "last.npz").exists() and not (out / "best.npz").exists()
+    # The folder holds no checkpoint, so a new run there starts afresh.
+    assert main(["train", *TINY_TRAIN, "--out", str(out)]) == 0
+    assert (out / "last.npz").is_file()

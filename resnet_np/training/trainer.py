@@ -195,7 +195,9 @@ class Trainer:
         self._prepare_out()
         self.metrics = MetricsWriter(self.out / "metrics.jsonl", self.history)
         self.metrics.write()  # a resumed run drops lines of epochs after its checkpoint
-        with _signals_stop(self):
+        # Overflow is caught as a non-finite loss or weight and reported as divergence,
+        # in one line: NumPy's own warnings about it would only add noise.
+        with _signals_stop(self), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             self.log(self._start_line())  # once shown, Ctrl-C saves before it stops
             if self.test_set.note:
                 self.log(f"note: {self.test_set.note}")
