@@ -13,6 +13,7 @@ import resnet_np as rn
 from resnet_np.bench import (LayerSpec, Timing, conv_flops, layer_flops, layer_shapes,
                              linear_flops, main, measure, quick_selection)
 from resnet_np.bench import report, runs
+import resnet_np.bench as bench
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 MISSING = runs.unavailable_backends()
@@ -213,7 +214,7 @@ def test_tiny_end_to_end_run_writes_every_file(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     main(["--models", "resnet18", "--image-size", "32", "--batch", "2", "--batch-sizes", "2",
           "--warmup", "0", "--reps", "1", "--gemm-size", "64", "--threads", "1",
-          "--backends", "np-cpu", "--out", str(tmp_path)])
+          "--backends", "np-cpu", "--cifar-batch", "2", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "## Per layer (batch 2)" in printed and "## Models" in printed
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -226,8 +227,13 @@ def test_tiny_end_to_end_run_writes_every_file(tmp_path, capsys):
     assert len(layers) == 2 * len(layer_shapes(rn.resnet18(), 32))
     with open(tmp_path / "models.csv") as f:
         models = list(csv.DictReader(f))
-    assert sorted(r["mode"] for r in models) == ["inference", "train"]
+    assert sorted((r["model"], r["mode"]) for r in models) == [
+        ("resnet18", "inference"), ("resnet18", "train"),
+        ("resnet18_cifar", "inference"), ("resnet18_cifar", "train")]
     assert all(not r["error"] and float(r["images_per_s"]) > 0 for r in models)
+    assert all(float(r["floor_ms"]) > 0 and float(r["gflop"]) > 0 for r in models)
+    assert "| resnet18_cifar | 2 | train | resnet-np CPU |" in printed
+    assert "floor ms" in printed
     for png in ("layers.png", "conv_gflops.png", "throughput.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isfinite([float(r["median_ms"]) for r in layers]).all()
@@ -249,3 +255,43 @@ def test_layers_plot_keeps_its_longest_labels_inside_the_figure(tmp_path, monkey
     for label in fig.axes[0].get_yticklabels():
         assert label.get_window_extent(renderer).x0 >= 0, label.get_text()
     plt.close(fig)
+
+
+def test_model_flops_count_the_step():
+    groups = layer_shapes(rn.resnet50(), 224)
+    inference, train = (bench.model_flops(groups, 1, mode) for mode in ("inference", "train"))
+    assert round(inference / 2e9, 1) == 4.1                     # the usual 4.1 G multiply-adds
+    stem = conv_flops(groups[0].spec, 1)
+    assert train == 3 * inference - stem                        # no input gradient for conv1
+    assert bench.model_flops(groups, 8, "train") == 8 * train
+
+
+def test_native_blas_children_run_without_the_forced_kernels(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "262144")
+    native = runs.child_environment({"backend": "np-native"})
+    forced = runs.child_environment({"backend": "np-cpu"})
+    assert "OPENBLAS_CORETYPE" not in native and "OPENBLAS_L2_SIZE" not in native
+    assert forced["OPENBLAS_CORETYPE"] == "Haswell" and forced["OPENBLAS_L2_SIZE"] == "262144"
+    env = report.environment(["np-cpu", "np-native"], 0.1)
+    assert "forced by OPENBLAS_CORETYPE=Haswell" in env["OpenBLAS kernels"]
+    assert "np-native" in runs.unavailable_backends() and \
+        "np-native" not in runs.unavailable_backends(native_blas=True)
+
+
+def test_a_loaded_machine_is_marked_or_refused(monkeypatch, capsys):
+    env = report.environment(["np-cpu"], 3.0)
+    assert "NOT A QUIET MACHINE" in env["WARNING"]
+    text = report.render_report(env, "settings", [], [], [], ["np-cpu"], {}, "resnet50", 8)
+    assert text.startswith("# resnet-np benchmarks -- NOT A QUIET MACHINE")
+    monkeypatch.setattr(bench, "load_average", lambda: 3.0)
+    assert main(["--require-quiet", "--quick"]) == 2
+    assert "load average is 3.00, above 0.5" in capsys.readouterr().err
+
+
+def test_the_cifar_row_compares_the_same_network():
+    torch_model = runs.build_torch_model(runs.CIFAR_MODEL)
+    ours = runs.build_np_model(runs.CIFAR_MODEL)
+    assert sum(p.numel() for p in torch_model.parameters()) == ours.num_parameters()
+    assert tuple(torch_model.conv1.weight.shape) == ours.conv1.weight.shape == (64, 3, 3, 3)
+    assert type(torch_model.maxpool).__name__ == "Identity" and ours.num_classes == 10

@@ -40,11 +40,12 @@ import sys
 import time
 
 from ..models import build_model
-from .report import environment, load_average, render_report, write_outputs
+from .report import (QUIET_LOAD, add_floors, environment, load_average, render_report,
+                     write_outputs)
 from .runs import (BACKENDS, run_layer_benchmarks, run_model_benchmarks,
                    unavailable_backends)
 from .shapes import (LayerGroup, LayerSpec, conv_flops, layer_flops, layer_shapes,
-                     linear_flops, quick_selection)
+                     linear_flops, model_flops, quick_selection)
 from .timing import Timing, measure, set_threads
 
 __all__ = ["BACKENDS", "LayerGroup", "LayerSpec", "Timing", "conv_flops", "layer_flops",
@@ -104,6 +105,17 @@ def parse_args(argv=None):
     p.add_argument("--gemm-size", type=_at_least(0), default=2048,
                    help="n of the n x n sgemm that measures the GEMM ceiling; 0 skips it "
                         "(default: %(default)s)")
+    p.add_argument("--native-blas", action="store_true",
+                   help="also run resnet-np on NumPy with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE "
+                        "unset in its processes, so OpenBLAS picks its own kernels for this "
+                        "processor (backend np-native, reported beside np-cpu)")
+    p.add_argument("--cifar-batch", type=_at_least(0), default=128,
+                   help="batch of the CIFAR-size row: ResNet-18 with the CIFAR stem at 32x32 "
+                        "against torchvision's resnet18 with the same stem; 0 skips it "
+                        "(default: %(default)s)")
+    p.add_argument("--require-quiet", action="store_true",
+                   help=f"refuse to run when the 1-minute load average is above {QUIET_LOAD} "
+                        "(without it such a run is marked NOT A QUIET MACHINE)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer runs")
     p.add_argument("--no-models", action="store_true", help="skip the model runs")
     p.add_argument("--timeout", type=float, default=3600,
@@ -130,13 +142,31 @@ def _fill_defaults(args):
             f"per model {args.model_warmup} warm-up + {args.model_reps} timed runs")
 
 
+def _model_flops(model_rows):
+    """{(model, image size, batch, mode): FLOPs} of every model run in ``model_rows``."""
+    from .runs import build_np_model
+    flops, groups = {}, {}
+    for row in model_rows:
+        shape = (row["model"], row["image_size"])
+        if shape not in groups:
+            groups[shape] = layer_shapes(build_np_model(row["model"]), row["image_size"])
+        flops[shape + (row["batch"], row["mode"])] = model_flops(groups[shape], row["batch"],
+                                                                row["mode"])
+    return flops
+
+
 def main(argv=None):
     """Run the benchmarks, print the Markdown report, write the files into --out -> 0."""
     args = parse_args(argv)
     settings = _fill_defaults(args)
     log = lambda message: print(message, file=sys.stderr, flush=True)
     started, load_at_start = time.perf_counter(), load_average()
-    missing = unavailable_backends()  # loads torch where there is one, before set_threads
+    if args.require_quiet and load_at_start is not None and load_at_start > QUIET_LOAD:
+        print(f"resnet-np bench: error: the 1-minute load average is {load_at_start:.2f}, above "
+              f"{QUIET_LOAD}: other programs are using the CPU, so the figures would not be "
+              "worth quoting; wait for a quiet machine (see `uptime`)", file=sys.stderr)
+        return 2
+    missing = unavailable_backends(args.native_blas)  # loads torch, before set_threads
     restore_threads = set_threads(args.threads)
     try:
         wanted = args.backends or list(BACKENDS)
@@ -156,11 +186,14 @@ def main(argv=None):
         if not args.no_models:
             model_rows = run_model_benchmarks(
                 args.models, args.batch_sizes, args.gpu_batch_sizes, args.image_size, backends,
-                args.model_warmup, args.model_reps, args.threads, args.timeout, log)
+                args.model_warmup, args.model_reps, args.threads, args.timeout, log,
+                args.cifar_batch)
+            add_floors(model_rows, _model_flops(model_rows), ceilings)
 
         env = environment(backends, load_at_start)
         report = render_report(env, settings, ceilings, layer_rows, model_rows, backends,
-                               skipped, args.models[0], args.batch)
+                               skipped, args.models[0], args.batch,
+                               0 if args.no_models else args.cifar_batch)
         report += f"\nTotal time: {time.perf_counter() - started:.0f} s.\n"
         print(report)
         for path in write_outputs(args.out, report, layer_rows, model_rows, ceilings):

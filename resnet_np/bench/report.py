@@ -13,16 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from .runs import BACKENDS, GPU_BACKENDS
+from .runs import BACKENDS, CIFAR_MODEL, GPU_BACKENDS
 from .timing import thread_report
 
 LAYER_FIELDS = ["layer", "uses", "kind", "shape", "pass_", "backend", "batch", "gflop",
                 "median_ms", "min_ms", "max_ms", "q1_ms", "q3_ms", "reps", "gflop_per_s",
                 "threads"]
 MODEL_FIELDS = ["model", "batch", "image_size", "mode", "backend", "median_ms", "min_ms",
-                "max_ms", "q1_ms", "q3_ms", "reps", "images_per_s", "peak_rss_mb",
+                "max_ms", "q1_ms", "q3_ms", "reps", "images_per_s", "gflop", "floor_ms",
+                "peak_rss_mb",
                 "peak_tracemalloc_mb", "threads", "error"]
-DEVICE_PAIRS = (("np-cpu", "torch-cpu"), ("np-gpu", "torch-cuda"))
+DEVICE_PAIRS = (("np-cpu", "torch-cpu"), ("np-native", "torch-cpu"), ("np-gpu", "torch-cuda"))
+# Short names of resnet-np's backends, for column headings and ratio lines.
+LABELS = {"np-cpu": "CPU", "np-native": "CPU, native BLAS", "np-gpu": "GPU"}
+# Above this 1-minute load average the machine is not quiet: figures are not to be quoted.
+QUIET_LOAD = 0.5
 SHORT = {"forward": "fwd", "backward": "bwd"}
 
 
@@ -64,17 +69,29 @@ def environment(backends, load_at_start):
         name = cp.cuda.runtime.getDeviceProperties(0)["name"]
         env["CuPy"] = f"{cp.__version__} on {name.decode() if isinstance(name, bytes) else name}"
     env["threads"] = thread_report() + " (each run reports its own in the CSVs)"
+    forced = {name: os.environ[name] for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+              if name in os.environ}
+    env["OpenBLAS kernels"] = (
+        ("forced by " + ", ".join(f"{k}={v}" for k, v in forced.items())
+         + " for resnet-np CPU; unset for resnet-np CPU, native BLAS (--native-blas)")
+        if forced else "OpenBLAS's own choice for this processor")
     env["dtype"] = "float32; TF32 off (torch's allow_tf32 flags off, CUPY_TF32=0)"
     load_now = load_average()
     if load_at_start is not None:
-        env["load average (1 min)"] = f"{load_at_start:.1f} before the runs, {load_now:.1f} after"
+        env["load average (1 min)"] = f"{load_at_start:.2f} before the runs, {load_now:.2f} after"
         # Multi-threaded BLAS and OpenMP slow down badly when another program holds a
         # core: one thread is descheduled and the others wait for it at every barrier.
-        if load_at_start > 0.5 * cores:
-            env["WARNING"] = ("other programs were using the CPU when the runs started: times "
-                              "are slower and noisier than on a quiet machine, multi-threaded "
-                              "ones most; rerun on a quiet machine, or with --threads 1")
+        if not is_quiet(load_at_start, load_now):
+            env["WARNING"] = (f"NOT A QUIET MACHINE: the load average was above {QUIET_LOAD} "
+                              "(other programs were using the CPU): times are slower and "
+                              "noisier than on a quiet machine, multi-threaded ones most, and "
+                              "the ratios are not to be quoted; rerun on a quiet machine")
     return env
+
+
+def is_quiet(*loads):
+    """Whether every known 1-minute load average is at most :data:`QUIET_LOAD`."""
+    return all(load is None or load <= QUIET_LOAD for load in loads)
 
 
 # --------------------------------------------------------------------------- #
@@ -150,7 +167,7 @@ def layer_table(layer_rows, backends):
     pairs = [(a, b) for a, b in DEVICE_PAIRS if a in backends and b in backends]
     ours = [k for k in backends if k.startswith("np")]
     header = (["layer", "uses", "shape", "pass", "GFLOP"] + [f"{BACKENDS[k]} ms" for k in backends]
-              + [f"{BACKENDS[a].split()[1]} np/torch" for a, _ in pairs]
+              + [f"{LABELS[a]} np/torch" for a, _ in pairs]
               + [f"{BACKENDS[k]} GFLOP/s" for k in ours])
     lines = []
     for row in (r for r in layer_rows if r["backend"] == backends[0]):
@@ -165,16 +182,30 @@ def layer_table(layer_rows, backends):
     return _table(header, lines)
 
 
+def add_floors(model_rows, flops, ceilings):
+    """Give each model row its GFLOP (``flops``: {(model, image size, batch, mode): FLOPs})
+    and, for resnet-np's backends, its floor: those FLOPs at the backend's measured sgemm
+    ceiling, the time the step would take if every FLOP ran at full GEMM speed."""
+    best = {c["backend"]: c["best_gflop_per_s"] for c in ceilings}
+    for row in model_rows:
+        key = (row["model"], row["image_size"], row["batch"], row["mode"])
+        row["gflop"] = flops[key] / 1e9 if key in flops else None
+        ceiling = best.get(row["backend"])
+        row["floor_ms"] = (row["gflop"] / ceiling * 1e3
+                           if row["gflop"] is not None and ceiling else None)
+
+
 def model_table(model_rows):
-    header = ["model", "batch", "mode", "backend", "median [min-max] ms", "images/s",
-              "peak MB (RSS)", "peak MB (tracemalloc)"]
+    header = ["model", "batch", "mode", "backend", "median [min-max] ms", "images/s", "GFLOP",
+              "floor ms", "peak MB (RSS)", "peak MB (tracemalloc)"]
     lines = []
     for r in model_rows:
         first = [r["model"], r["batch"], r["mode"], BACKENDS[r["backend"]]]
         if "error" in r:
-            lines.append(first + [f"failed: {r['error']}", "-", "-", "-"])
+            lines.append(first + [f"failed: {r['error']}", "-", "-", "-", "-", "-"])
         else:
             lines.append(first + [_spread(r), _num(r["images_per_s"], "{:.1f}"),
+                                  _num(r.get("gflop"), "{:.1f}"), _ms(r.get("floor_ms")),
                                   _num(r["peak_rss_mb"]), _num(r["peak_tracemalloc_mb"])])
     return _table(header, lines)
 
@@ -196,9 +227,12 @@ def observations(layer_rows, top=5):
 
 
 def render_report(env, settings, ceilings, layer_rows, model_rows, backends, skipped,
-                  ratio_model, ratio_batch):
+                  ratio_model, ratio_batch, cifar_batch=0):
     """The whole report as Markdown: machine and method, tables, ratios, observations."""
-    parts = ["# resnet-np benchmarks", ""]
+    title = "# resnet-np benchmarks"
+    if "WARNING" in env:
+        title += " -- NOT A QUIET MACHINE: do not quote these figures"
+    parts = [title, ""]
     parts += [f"- {k}: {v}" for k, v in env.items()]
     parts += [f"- backends: {', '.join(BACKENDS[k] for k in backends)}"]
     parts += [f"- not run: {BACKENDS[k]} ({why})" for k, why in skipped.items()]
@@ -207,7 +241,10 @@ def render_report(env, settings, ceilings, layer_rows, model_rows, backends, ski
               "quartiles); GPUs synchronised before and after every timed run",
               "- peak MB (RSS): in a fresh process, the RSS high-water mark during the first "
               "train step minus the RSS just before it, the same for both frameworks; "
-              "tracemalloc: the peak NumPy allocation during that step (resnet-np only)", ""]
+              "tracemalloc: the peak NumPy allocation during that step (resnet-np only)",
+              "- GFLOP: the convolutions' and the fc layer's multiply-adds x 2 (a train step: "
+              "forward, weight and input gradients, no input gradient for the first layer); "
+              "floor ms: those FLOPs at the measured sgemm ceiling of the same backend", ""]
     parts += [f"Float32 GEMM ceiling, {BACKENDS[c['backend']]} ({c['n']}x{c['n']} sgemm): "
               f"{c['best_gflop_per_s']:.1f} GFLOP/s best, {c['median_gflop_per_s']:.1f} median."
               for c in ceilings]
@@ -219,15 +256,24 @@ def render_report(env, settings, ceilings, layer_rows, model_rows, backends, ski
     if model_rows:
         parts += ["", "## Models", "", model_table(model_rows)]
     pairs = [(a, b) for a, b in DEVICE_PAIRS if a in backends and b in backends and model_rows]
-    if pairs:
-        parts += ["", f"## resnet-np / PyTorch ({ratio_model}, batch {ratio_batch})", ""]
-    for ours, theirs in pairs:
-        r = model_ratios(model_rows, ratio_model, ratio_batch, ours, theirs)
-        line = (f"- {BACKENDS[ours].split()[1]}: inference {_x(r['inference'])}, "
-                f"train step {_x(r['train'])}")
-        if ours not in GPU_BACKENDS:
-            line += f", train-step peak memory (RSS) {_x(r['memory'])}"
-        parts.append(line)
+    runs = [(ratio_model, ratio_batch)] + ([(CIFAR_MODEL, cifar_batch)] if cifar_batch else [])
+    for model, batch in runs:
+        if pairs:
+            parts += ["", f"## resnet-np / PyTorch ({model}, batch {batch})", ""]
+        for ours, theirs in pairs:
+            if model == CIFAR_MODEL and ours in GPU_BACKENDS:
+                continue
+            r = model_ratios(model_rows, model, batch, ours, theirs)
+            line = f"- {LABELS[ours]}: inference {_x(r['inference'])}, train step {_x(r['train'])}"
+            if ours not in GPU_BACKENDS:
+                line += f", train-step peak memory (RSS) {_x(r['memory'])}"
+            floors = [row for row in model_rows if row.get("floor_ms") and row["backend"] == ours
+                      and row["model"] == model and row["batch"] == batch and "error" not in row]
+            line += "".join(f"; {row['mode']} {_ms(row['median_ms'])} ms against a floor of "
+                            f"{_ms(row['floor_ms'])} ms" for row in floors)
+            if "WARNING" in env:
+                line += " (NOT A QUIET MACHINE)"
+            parts.append(line)
     return "\n".join(parts) + "\n"
 
 
@@ -339,7 +385,7 @@ def plot_conv_gflops(plt, layer_rows, ceilings, path):
         ax.set_xticklabels([f"{r['layer']} {SHORT[r['pass_']]}" for r in convs], rotation=75,
                            fontsize=7)
         ax.set_ylabel("GFLOP/s")
-        ax.set_title(f"Convolutions, achieved GFLOP/s ({BACKENDS[ours].split()[1]})")
+        ax.set_title(f"Convolutions, achieved GFLOP/s ({LABELS[ours]})")
         ax.legend(fontsize=7)
     _save(plt, fig, path)
 

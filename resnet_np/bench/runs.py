@@ -30,9 +30,14 @@ from ..nn import CrossEntropyLoss, no_grad
 from .shapes import LayerSpec, is_channels_last, layer_flops
 from .timing import Timing, measure, no_sync, set_threads, thread_report
 
-BACKENDS = {"np-cpu": "resnet-np CPU", "np-gpu": "resnet-np GPU",
-            "torch-cpu": "PyTorch CPU", "torch-cuda": "PyTorch CUDA"}
+BACKENDS = {"np-cpu": "resnet-np CPU", "np-native": "resnet-np CPU, native BLAS",
+            "np-gpu": "resnet-np GPU", "torch-cpu": "PyTorch CPU", "torch-cuda": "PyTorch CUDA"}
 GPU_BACKENDS = ("np-gpu", "torch-cuda")
+# np-native: resnet-np on NumPy in a process whose environment lacks these two variables,
+# so that OpenBLAS picks the kernels of the processor it runs on (its own default).
+NATIVE_BLAS_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# A CIFAR-size run: ResNet-18 with the 3x3 stride-1 stem and no max-pool, 10 classes.
+CIFAR_MODEL = "resnet18_cifar"
 PASSES = ("forward", "backward")
 MB = 2 ** 20
 
@@ -69,10 +74,12 @@ def _torchvision():
     return torchvision
 
 
-def unavailable_backends():
+def unavailable_backends(native_blas=False):
     """{backend: why not} for every backend that cannot run here."""
     torch = _torch()
     missing = {}
+    if not native_blas:
+        missing["np-native"] = "not asked for (--native-blas)"
     if not backend.gpu_available():
         missing["np-gpu"] = "no CuPy or no CUDA device"
     if torch is None:
@@ -215,10 +222,32 @@ def layer_job(job):
 # --------------------------------------------------------------------------- #
 # One model: an inference or train step, and the step's peak memory
 # --------------------------------------------------------------------------- #
+def build_np_model(name):
+    """A resnet-np model by bench name (a torchvision name, or :data:`CIFAR_MODEL`)."""
+    if name == CIFAR_MODEL:
+        return build_model("resnet18", num_classes=10, cifar_stem=True, dtype="float32")
+    return build_model(name, dtype="float32")
+
+
+def build_torch_model(name):
+    """The torchvision model of the same bench name; for :data:`CIFAR_MODEL` resnet18 with
+    the same stem: a 3x3 stride-1 first convolution and no max-pool."""
+    torch, torchvision = _torch(), _torchvision()
+    if torchvision is None:
+        raise RuntimeError("torchvision is not installed (pip install --no-deps torchvision)")
+    if name != CIFAR_MODEL:
+        return getattr(torchvision.models, name)()
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    torch.nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = torch.nn.Identity()
+    return model
+
+
 def _np_model_step(job):
     """resnet-np's inference or train step for ``job``, on the CPU or the GPU."""
     xp = _array_module(job["backend"])
-    model = build_model(job["model"], dtype="float32")
+    model = build_np_model(job["model"])
     if job["backend"] == "np-gpu":
         model.to("gpu")
     rng = np.random.default_rng(0)
@@ -242,12 +271,10 @@ def _np_model_step(job):
 
 def _torch_model_step(job):
     """torchvision's model, the same inference or train step for ``job``."""
-    torch, torchvision = _torch(), _torchvision()
-    if torchvision is None:
-        raise RuntimeError("torchvision is not installed (pip install --no-deps torchvision)")
+    torch = _torch()
     device = "cuda" if job["backend"] == "torch-cuda" else "cpu"
     torch.manual_seed(0)
-    model = getattr(torchvision.models, job["model"])().to(device)
+    model = build_torch_model(job["model"]).to(device)
     size = job["image_size"]
     x = torch.randn(job["batch"], 3, size, size, device=device)
     labels = torch.randint(0, model.fc.out_features, (job["batch"],), device=device)
@@ -336,17 +363,27 @@ _CHILD = ("import json, sys\n"
           "print('RESULT ' + json.dumps(result))\n")
 
 
-def run_in_child(function, job, timeout):
-    """``function(job)`` (a name in this module) in a fresh Python process -> its result,
-    or {"error": ...}. The child's messages go to this process's stderr as they come."""
+def child_environment(job):
+    """The environment of a child process: this one's, with the package on PYTHONPATH,
+    TF32 off, and for np-native without :data:`NATIVE_BLAS_UNSET`."""
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])  # so a checkout works uninstalled
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env["CUPY_TF32"] = "0"  # read when CuPy is imported: float32 GEMMs stay float32
+    if job.get("backend") == "np-native":
+        for name in NATIVE_BLAS_UNSET:
+            env.pop(name, None)
+    return env
+
+
+def run_in_child(function, job, timeout):
+    """``function(job)`` (a name in this module) in a fresh Python process -> its result,
+    or {"error": ...}. The child's messages go to this process's stderr as they come."""
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-c", _CHILD, function, json.dumps(job)],
-                              env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
+                              env=child_environment(job), stdout=subprocess.PIPE, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"took longer than {timeout:.0f} s"}
     print(f"  ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
@@ -409,10 +446,16 @@ def _model_row(labels, warmup, reps, threads, timeout, log):
 
 
 def run_model_benchmarks(models, batch_sizes, gpu_batch_sizes, image_size, backends, warmup,
-                         reps, threads, timeout, log):
+                         reps, threads, timeout, log, cifar_batch=0):
     """Inference and train step of every model at every batch size on every backend;
-    one row per run."""
+    one row per run. ``cifar_batch`` > 0 adds :data:`CIFAR_MODEL` at 32x32 on the CPU
+    backends at that batch."""
     runs = [dict(model=name, batch=batch, image_size=image_size, mode=mode, backend=key)
             for name in models for mode in ("inference", "train") for key in backends
             for batch in (gpu_batch_sizes if key in GPU_BACKENDS else batch_sizes)]
+    if cifar_batch:
+        runs += [dict(model=CIFAR_MODEL, batch=cifar_batch, image_size=32, mode=mode,
+                      backend=key)
+                 for mode in ("inference", "train") for key in backends
+                 if key not in GPU_BACKENDS]
     return [_model_row(labels, warmup, reps, threads, timeout, log) for labels in runs]

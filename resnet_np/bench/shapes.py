@@ -165,3 +165,18 @@ def layer_flops(spec, batch, pass_):
     else:
         return None
     return forward if pass_ == "forward" else 2 * forward
+
+
+def model_flops(groups, batch, mode):
+    """FLOPs of the convolutions and fc layers of one inference ("inference") or one train
+    step ("train": forward, then the backward's weight and input gradients, none of the
+    latter for the first layer, whose input is the images)."""
+    total = 0
+    for i, group in enumerate(groups):
+        forward = layer_flops(group.spec, batch, "forward")
+        if forward is None:
+            continue
+        total += group.uses * forward
+        if mode == "train":
+            total += group.uses * forward * (1 if i == 0 else 2)
+    return total

@@ -94,11 +94,15 @@ def set_threads(threads):
 
 
 def thread_report():
-    """The thread pools as they are now, e.g. 'BLAS openblas 2 threads, torch 2 threads'."""
+    """The thread pools as they are now, e.g. 'BLAS openblas (Haswell kernels) 2 threads,
+    torch 2 threads': the kernels are those OpenBLAS chose for this processor, or the ones
+    OPENBLAS_CORETYPE forces."""
     parts = []
     try:
         from threadpoolctl import threadpool_info
-        parts += [f"BLAS {pool['internal_api']} {pool['num_threads']} threads"
+        parts += [f"BLAS {pool['internal_api']}"
+                  + (f" ({pool['architecture']} kernels)" if pool.get("architecture") else "")
+                  + f" {pool['num_threads']} threads"
                   for pool in threadpool_info() if pool["user_api"] == "blas"]
     except ImportError:
         parts.append("BLAS threads unknown (no threadpoolctl)")
