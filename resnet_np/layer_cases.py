@@ -119,6 +119,7 @@ MAX_POOL_CASES = [
     ("max_pool ceil_mode", (1, 3, 8, 7), 3, 2, 1, 1, True, "normal", "nchw"),
     ("max_pool ceil_mode 2/2", (2, 2, 5, 5), 2, 2, 0, 1, True, "normal", "nchw"),
     ("max_pool ceil dilation", (1, 2, 10, 9), 2, 3, 1, 2, True, "normal", "nchw"),
+    ("max_pool ceil last window dropped", (1, 2, 5, 5), 2, 2, 1, 1, True, "normal", "nchw"),
     ("max_pool ties", (2, 3, 8, 7), 3, 1, 1, 1, False, "ties", "nchw"),
     ("max_pool negative pads -inf", (1, 2, 4, 4), 3, 2, 1, 1, False, "negative", "nchw"),
     ("max_pool unbatched", (3, 7, 6), 3, 2, 1, 1, True, "normal", "nchw"),

@@ -156,7 +156,8 @@ MAX_POOL_OPTIONS = [
     (((2, 3), (1, 2), (1, 1), (3, 2), True), (1, 2, 9, 10)),    # anisotropic everything
     ((3, 2, 1, 1, True, True), (1, 3, 8, 7)),                   # ceil_mode
     ((2, 2, 0, 1, True, True), (2, 2, 5, 5)),
-    ((3, 3, 1, 1, True, True), (1, 2, 7, 7)),                   # ceil's last window dropped
+    ((3, 3, 1, 1, True, True), (1, 2, 7, 7)),
+    ((2, 2, 1, 1, True, True), (1, 2, 5, 5)),                   # ceil's last window dropped
     ((2, 3, 1, 2, True, True), (1, 2, 10, 9)),
     ((3, 2, 1, 1, True), (3, 7, 6)),                            # unbatched
     ((3, 2, 1, 1, True, True), (2, 6, 5)),
