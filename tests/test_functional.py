@@ -40,7 +40,8 @@ def test_conv2d_fast_equals_naive(xp, name, x_shape, k_shape, stride, padding, d
     out, cache = F.conv2d_forward(x, w, b, *args)
     unbatched = x.ndim == 3
     ref, ref_cache = F.conv2d_forward_naive(x[None] if unbatched else x, w, b, *args)
-    np.testing.assert_allclose(host(out), host(ref[0] if unbatched else ref), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(host(out), host(ref[0] if unbatched else ref),
+                               rtol=1e-12, atol=1e-12)
     dout = xp.asarray(randn(*out.shape, seed=4))
     fast = F.conv2d_backward(dout, cache)
     slow = F.conv2d_backward_naive(dout[None] if unbatched else dout, ref_cache)

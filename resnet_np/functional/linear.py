@@ -52,7 +52,8 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
     """x (d0, ..., dn) -> dims start_dim..end_dim merged into one, cache; as torch.flatten."""
     layer = "flatten"
     check_array(layer, x)
-    start, end = _dim(layer, start_dim, x.ndim, "start_dim"), _dim(layer, end_dim, x.ndim, "end_dim")
+    start = _dim(layer, start_dim, x.ndim, "start_dim")
+    end = _dim(layer, end_dim, x.ndim, "end_dim")
     if start > end:
         raise ValueError(f"{layer}: start_dim={start_dim} cannot come after end_dim={end_dim} "
                          f"for a {x.ndim}-D input")

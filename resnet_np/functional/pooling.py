@@ -108,7 +108,8 @@ def _windows(cache):
                         constant_values=-xp.inf)
     for r in range(R):
         for s in range(S):
-            yield x_nhwc[:, r * dh:r * dh + sh * (P - 1) + 1:sh, s * dw:s * dw + sw * (Q - 1) + 1:sw]
+            rows = slice(r * dh, r * dh + sh * (P - 1) + 1, sh)
+            yield x_nhwc[:, rows, s * dw:s * dw + sw * (Q - 1) + 1:sw]
 
 
 def _first_inside(cache):

@@ -44,7 +44,8 @@ class Conv2d(Module):
         dtype = backend.resolve_dtype(dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride, self.dilation, self.groups = pair(stride, "stride"), pair(dilation, "dilation"), groups
+        self.stride, self.dilation = pair(stride, "stride"), pair(dilation, "dilation")
+        self.groups = groups
         self.padding = padding if isinstance(padding, str) else pair(padding, "padding")
         self.padding_mode = padding_mode
         # the per-side amounts; checks 'same' against the stride, and negative padding
@@ -190,7 +191,8 @@ class AdaptiveAvgPool2d(Module):
 
 
 class Flatten(Module):
-    """Dims ``start_dim``..``end_dim`` merged, as torch.nn.Flatten (default (N, C, H, W) -> (N, C*H*W))."""
+    """Dims ``start_dim``..``end_dim`` merged into one, as torch.nn.Flatten
+    (by default (N, C, H, W) -> (N, C*H*W))."""
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
