@@ -95,15 +95,17 @@ def to_numpy(array):
 
 
 def matmul(a, b):
-    """``a @ b`` for 2-D arrays, computed in the faster of two orientations.
+    """``a @ b`` for 2-D (m, k) @ (k, n) or batched (G, m, k) @ (G, k, n) operands,
+    computed in the faster of two orientations.
 
     OpenBLAS's float32 kernels slow down by up to 30x on a product whose result
     has fewer rows than columns while the inner dimension is long (a conv
     weight gradient, (K, N*P*Q) @ (N*P*Q, R*S*C)). The same result as
-    ``(b.T @ a.T).T`` runs at full speed, and the transposes are free views.
+    ``(b.T @ a.T).T`` (each matrix of a batch transposed) runs at full speed,
+    and the transposes are free views.
     """
-    if a.shape[0] < b.shape[1] and get_array_module(a) is np:   # cuBLAS has no such quirk
-        return (b.T @ a.T).T
+    if a.shape[-2] < b.shape[-1] and get_array_module(a) is np:   # cuBLAS has no such quirk
+        return (b.swapaxes(-1, -2) @ a.swapaxes(-1, -2)).swapaxes(-1, -2)
     return a @ b
 
 

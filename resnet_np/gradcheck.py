@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from . import backend
-from . import functional as F
+from .layer_cases import LAYER_CASES, to_backend
 from .nn.module import no_grad
 
 
@@ -134,49 +134,23 @@ def check_model(model, x, h=1e-5, seed=0, max_tries=4, kink_tolerance=1e-3):
 
 
 # --------------------------------------------------------------------------- #
-# The functional layers, each checked on a small float64 example
+# The functional layers: every case of resnet_np.layer_cases
 # --------------------------------------------------------------------------- #
-def _layer_cases(gen):
-    """(name, forward, backward, args, wrt) for every functional layer."""
-    x = gen.standard_normal((2, 3, 7, 6))
-    C = 3
-    gamma, beta = gen.uniform(0.5, 1.5, C), gen.standard_normal(C)
-
-    def bn(training):
-        return lambda x, g, b: F.batch_norm2d_forward(x, g, b, np.zeros(C), np.ones(C), training)
-
-    labels = gen.integers(0, 5, size=4)
-    return [
-        ("conv2d 3x3 s1 p1", F.conv2d_forward, F.conv2d_backward,
-         [x, gen.standard_normal((4, 3, 3, 3)), gen.standard_normal(4), 1, 1], (0, 1, 2)),
-        ("conv2d 3x3 s2 p0 groups", lambda x, w: F.conv2d_forward(x, w, None, 2, 0, 1, 3),
-         lambda d, c: F.conv2d_backward(d, c)[:2],
-         [x, gen.standard_normal((6, 1, 3, 3))], (0, 1)),
-        ("conv2d 1x1 s2", lambda x, w: F.conv2d_forward(x, w, None, 2),
-         lambda d, c: F.conv2d_backward(d, c)[:2], [x, gen.standard_normal((5, 3, 1, 1))], (0, 1)),
-        ("batch_norm2d train", bn(True), F.batch_norm2d_backward, [x, gamma, beta], (0, 1, 2)),
-        ("batch_norm2d eval", bn(False), F.batch_norm2d_backward, [x, gamma, beta], (0, 1, 2)),
-        ("relu", F.relu_forward, F.relu_backward, [x], (0,)),
-        ("max_pool2d 3/2/1", lambda x: F.max_pool2d_forward(x, 3, 2, 1), F.max_pool2d_backward,
-         [x], (0,)),
-        ("adaptive_avg_pool2d 1x1", F.adaptive_avg_pool2d_forward,
-         F.adaptive_avg_pool2d_backward, [x], (0,)),
-        ("linear", F.linear_forward, F.linear_backward,
-         [gen.standard_normal((4, 6)), gen.standard_normal((5, 6)), gen.standard_normal(5)],
-         (0, 1, 2)),
-        ("softmax_cross_entropy",
-         lambda z: F.softmax_cross_entropy_forward(z, labels, 0.1),
-         F.softmax_cross_entropy_backward, [gen.standard_normal((4, 5))], (0,)),
-    ]
+def check_case(case, xp=np, seed=0, num_samples=16):
+    """Finite differences of one :class:`~resnet_np.layer_cases.LayerCase` on ``xp``'s
+    device, in float64 -> ``{argument index: relative error}``."""
+    forward, backward, args = case.make(np.random.default_rng(seed))
+    args = [to_backend(a, xp) for a in args]
+    return check_layer(forward, backward, args, case.wrt, num_samples=num_samples, seed=seed)
 
 
 def layer_table(seed=0):
-    """Rows ``(layer, argument index, relative error)`` for every functional layer."""
-    gen = np.random.default_rng(seed)
+    """Rows ``(layer, argument index, relative error)`` for every differentiable layer case."""
     rows = []
-    for name, forward, backward, args, wrt in _layer_cases(gen):
-        for i, err in check_layer(forward, backward, args, wrt, seed=seed).items():
-            rows.append((name, i, err))
+    for case in LAYER_CASES:
+        if case.differentiable:
+            for i, err in check_case(case, seed=seed).items():
+                rows.append((case.name, i, err))
     return rows
 
 
@@ -198,11 +172,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     print("Functional layers (entry-wise, 16 sampled entries per argument)")
-    print(f"{'layer':<28} {'arg':>3} {'rel. error':>11}")
+    print(f"{'layer':<36} {'arg':>3} {'rel. error':>11}")
     worst = 0.0
     for name, i, err in layer_table(args.seed):
         worst = max(worst, err)
-        print(f"{name:<28} {i:>3} {err:>11.2e}")
+        print(f"{name:<36} {i:>3} {err:>11.2e}")
 
     backend.manual_seed(args.seed)
     model = build_model(args.model, num_classes=10, dtype="float64").train(not args.eval)

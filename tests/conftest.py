@@ -1,4 +1,6 @@
-"""Shared test setup: GPU tests are skipped, with the reason, where no GPU is usable."""
+"""Shared test setup: GPU tests are skipped, with the reason, where no GPU is usable, and
+the ``xp`` fixture runs a test on every backend."""
+import numpy as np
 import pytest
 
 from resnet_np import backend
@@ -13,3 +15,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request):
+    """The array module of each backend: a test taking ``xp`` runs once per backend
+    (NumPy always; CuPy marked ``gpu``, so skipped with the reason where no GPU is usable)."""
+    if request.param == "numpy":
+        return np
+    cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy")
+    if not backend.gpu_available():
+        pytest.skip("CuPy found no CUDA device")
+    return cupy

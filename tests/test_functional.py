@@ -1,10 +1,13 @@
-"""Every functional layer: float64 finite differences over varied shapes, and
-the fast convolution against the naive loops."""
+"""Every functional layer: float64 finite differences over the shared table of layer
+cases, and the fast convolution and max-pool backward against the naive loops, each on
+every backend (the ``xp`` fixture: NumPy, and CuPy where a GPU is usable)."""
 import numpy as np
 import pytest
 
+from resnet_np import backend
 from resnet_np import functional as F
-from resnet_np.gradcheck import check_layer
+from resnet_np.gradcheck import check_case, check_layer
+from resnet_np.layer_cases import CONV_CASES, LAYER_CASES, MAX_POOL_CASES
 
 TOL = 1e-6  # norm-wise relative error of central differences in float64
 
@@ -13,57 +16,86 @@ def randn(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-# (N, C, H, W), (K, R, S), stride, padding, dilation, groups, bias
-CONV_CASES = [
-    ((2, 3, 7, 6), (4, 3, 3), 1, 1, 1, 1, True),
-    ((2, 3, 9, 8), (4, 3, 3), 2, 1, 1, 1, False),
-    ((1, 2, 11, 9), (3, 7, 7), 2, 3, 1, 1, True),      # the stem: 7x7, stride 2, pad 3, batch 1
-    ((2, 4, 5, 5), (6, 1, 1), 1, 0, 1, 1, False),      # 1x1, stride 1: no im2col copy
-    ((2, 4, 7, 7), (6, 1, 1), 2, 0, 1, 1, True),       # 1x1, stride 2: the downsample
-    ((2, 4, 6, 7), (6, 3, 3), 1, 1, 1, 2, True),       # groups
-    ((1, 6, 8, 8), (6, 3, 3), 2, 1, 1, 6, False),      # depthwise
-    ((2, 3, 9, 9), (2, 3, 3), 1, 2, 2, 1, True),       # dilation
-    ((2, 2, 6, 5), (3, 3, 2), (2, 1), (0, 1), (1, 2), 1, True),  # anisotropic everything
-    ((1, 3, 5, 5), (2, 5, 5), 1, 0, 1, 1, False),      # kernel = input: a 1x1 output
-    # maps of 14x14 or more: stride-1 input gradients take the transposed-conv path
-    ((2, 3, 15, 14), (4, 3, 3), 1, 1, 1, 1, True),
-    ((1, 2, 16, 17), (3, 3, 5), 1, (2, 1), (1, 2), 1, False),
-    ((1, 2, 14, 14), (3, 3, 3), 1, 0, 1, 1, False),    # pad 0: dout padded by 2
+def host(a):
+    return None if a is None else backend.to_numpy(a)
+
+
+@pytest.mark.parametrize("case", [c for c in LAYER_CASES if c.differentiable], ids=lambda c: c.name)
+def test_layer_gradients_by_finite_differences(xp, case):
+    """Every case of the shared table (resnet_np/layer_cases.py), on every backend."""
+    errors = check_case(case, xp, num_samples=24)
+    assert set(errors) == set(case.wrt)
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("name, x_shape, k_shape, stride, padding, dilation, groups, bias, mode",
+                         CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv2d_fast_equals_naive(xp, name, x_shape, k_shape, stride, padding, dilation, groups,
+                                  bias, mode):
+    K, R, S = k_shape
+    x = xp.asarray(randn(*x_shape, seed=1))
+    w = xp.asarray(randn(K, x_shape[-3] // groups, R, S, seed=2))
+    b = xp.asarray(randn(K, seed=3)) if bias else None
+    args = (stride, padding, dilation, groups, mode)
+    out, cache = F.conv2d_forward(x, w, b, *args)
+    unbatched = x.ndim == 3
+    ref, ref_cache = F.conv2d_forward_naive(x[None] if unbatched else x, w, b, *args)
+    np.testing.assert_allclose(host(out), host(ref[0] if unbatched else ref),
+                               rtol=1e-12, atol=1e-12)
+    dout = xp.asarray(randn(*out.shape, seed=4))
+    fast = F.conv2d_backward(dout, cache)
+    slow = F.conv2d_backward_naive(dout[None] if unbatched else dout, ref_cache)
+    assert fast[0].shape == x.shape
+    for f, s in zip(fast, (slow[0][0] if unbatched else slow[0],) + slow[1:]):
+        if s is None:
+            assert f is None
+        else:
+            np.testing.assert_allclose(host(f), host(s), rtol=1e-12, atol=1e-12)
+
+
+NAN_INF_CASES = [
+    ("nan", (2, 3, 7, 6), 3, 2, 1, 1, False),
+    ("nan and inf", (1, 2, 8, 8), 2, 1, 0, 1, False),
+    ("-inf windows", (1, 2, 5, 5), 3, 2, 1, 1, True),
+    ("+inf ties", (1, 1, 6, 6), 3, 1, 1, 2, False),
 ]
 
 
-@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation, groups, bias", CONV_CASES)
-def test_conv2d_fast_equals_naive(x_shape, k_shape, stride, padding, dilation, groups, bias):
-    K, R, S = k_shape
-    x = randn(*x_shape, seed=1)
-    w = randn(K, x_shape[1] // groups, R, S, seed=2)
-    b = randn(K, seed=3) if bias else None
-    out, cache = F.conv2d_forward(x, w, b, stride, padding, dilation, groups)
-    ref, ref_cache = F.conv2d_forward_naive(x, w, b, stride, padding, dilation, groups)
-    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
-    dout = randn(*out.shape, seed=4)
-    for fast, slow in zip(F.conv2d_backward(dout, cache), F.conv2d_backward_naive(dout, ref_cache)):
-        if slow is None:
-            assert fast is None
-        else:
-            np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+def special_values(name, shape, seed=0):
+    """Inputs full of NaN, +inf and -inf, where torch's winner rule matters."""
+    gen = np.random.default_rng(seed)
+    x = gen.integers(0, 3, size=shape).astype(np.float64)
+    pick = gen.random(shape)
+    if "nan" in name:
+        x[pick < 0.2] = np.nan
+    if "inf" in name:
+        x[pick > 0.8] = np.inf if "+" in name or "and" in name else -np.inf
+    if name == "-inf windows":
+        x[:] = -np.inf
+        x[0, 0, 4, 4] = 1.0
+    return x
 
 
-@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation, groups, bias", CONV_CASES)
-def test_conv2d_gradients(x_shape, k_shape, stride, padding, dilation, groups, bias):
-    K, R, S = k_shape
-    x = randn(*x_shape, seed=1)
-    w = randn(K, x_shape[1] // groups, R, S, seed=2)
-    if bias:
-        args, wrt = [x, w, randn(K, seed=3)], (0, 1, 2)
-        forward = lambda x, w, b: F.conv2d_forward(x, w, b, stride, padding, dilation, groups)
-        backward = F.conv2d_backward
+# the 4-D table cases (the naive loops take batches) and the special values
+POOL_NAIVE_CASES = [case[:7] for case in MAX_POOL_CASES if len(case[1]) == 4] + NAN_INF_CASES
+
+
+@pytest.mark.parametrize("name, shape, kernel, stride, padding, dilation, ceil_mode",
+                         POOL_NAIVE_CASES, ids=[c[0] for c in POOL_NAIVE_CASES])
+def test_max_pool_backward_fast_equals_naive(xp, name, shape, kernel, stride, padding, dilation,
+                                             ceil_mode):
+    """The vectorised winner search and scatter-add against the loops of torch's rule,
+    on every table case and on inputs full of ties, NaN and infinities."""
+    if name in [n for n, *_ in NAN_INF_CASES]:
+        x = special_values(name, shape)
     else:
-        args, wrt = [x, w], (0, 1)
-        forward = lambda x, w: F.conv2d_forward(x, w, None, stride, padding, dilation, groups)
-        backward = lambda d, c: F.conv2d_backward(d, c)[:2]
-    for err in check_layer(forward, backward, args, wrt, num_samples=24).values():
-        assert err < TOL
+        x = np.random.default_rng(1).integers(0, 3, size=shape).astype(np.float64)  # ties
+    x = xp.asarray(x)
+    _, cache = F.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
+    dout = xp.asarray(randn(*cache.output_size, seed=2)[None, None]
+                      * randn(*shape[:2], 1, 1, seed=3))
+    np.testing.assert_array_equal(host(F.max_pool2d_backward(dout, cache)),
+                                  host(F.max_pool2d_backward_naive(dout, cache)))
 
 
 def test_conv2d_naive_is_the_definition():
@@ -83,6 +115,59 @@ def test_im2col_col2im_are_adjoint():
     y = randn(*cols.shape, seed=6)
     back = F.col2im(y, x_nhwc.shape, **geometry)
     assert np.isclose((cols * y).sum(), (x_nhwc * back).sum(), rtol=1e-12)
+
+
+def test_im2col_col2im_are_adjoint_with_per_side_padding(xp):
+    x_nhwc = xp.asarray(randn(2, 6, 7, 2, seed=5))
+    geometry = dict(R=4, S=2, stride=(1, 2), padding=((1, 2), (0, 1)), dilation=(1, 1))
+    cols = F.im2col(x_nhwc, **geometry)
+    y = xp.asarray(randn(*cols.shape, seed=6))
+    back = F.col2im(y, x_nhwc.shape, **geometry)
+    assert np.isclose(float((cols * y).sum()), float((x_nhwc * back).sum()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_pad2d_backward_is_the_adjoint_of_pad2d(xp, mode):
+    """<pad(x), y> = <x, pad_backward(y)>: every border copy is folded back once."""
+    x = xp.asarray(randn(2, 3, 4, 5, seed=7))
+    out, cache = F.pad2d_forward(x, ((3, 1), (0, 4)), mode)
+    assert out.shape == (2, 3, 8, 9)
+    y = xp.asarray(randn(*out.shape, seed=8))
+    assert np.isclose(float((out * y).sum()), float((x * F.pad2d_backward(y, cache)).sum()),
+                      rtol=1e-12)
+    expected = np.pad(host(x), ((0, 0), (0, 0), (3, 1), (0, 4)),
+                      mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
+    np.testing.assert_array_equal(host(out), expected)
+
+
+@pytest.mark.parametrize("m, k, n", [(3, 50, 7), (7, 50, 3)])   # both orientations
+def test_batched_matmul_equals_the_product_of_each_matrix(xp, m, k, n):
+    a, b = xp.asarray(randn(4, m, k, seed=1)), xp.asarray(randn(4, k, n, seed=2))
+    out = backend.matmul(a, b)
+    assert out.shape == (4, m, n)
+    for g in range(4):
+        np.testing.assert_allclose(host(out[g]), host(a[g]) @ host(b[g]), rtol=1e-12)
+    np.testing.assert_allclose(host(backend.matmul(a[0], b[0])), host(out[0]), rtol=1e-12)
+
+
+def test_conv2d_cache_and_geometry_are_named():
+    _, cache = F.conv2d_forward(randn(2, 4, 6, 5), randn(6, 2, 4, 3), None, 1, "same", 1, 2)
+    g = cache.geometry
+    assert isinstance(g, F.ConvGeometry) and isinstance(cache, F.Conv2dCache)
+    assert (g.N, g.C, g.K, g.G, g.P, g.Q) == (2, 4, 6, 2, 6, 5)
+    assert g.padding == ((1, 2), (1, 1))           # 'same', even kernel: one more at the end
+    assert cache.cols.shape == (2 * 6 * 5, 2, 4 * 3 * 2) and not cache.has_bias
+
+
+def test_max_pool_winners_are_each_windows_argmax():
+    x = np.random.default_rng(0).permutation(36).astype(np.float64).reshape(1, 1, 6, 6)
+    out, cache = F.max_pool2d_forward(x, 2, 2)
+    assert isinstance(cache, F.MaxPool2dCache) and cache.argmax is None
+    windows = x.reshape(3, 2, 3, 2).transpose(0, 2, 1, 3).reshape(3, 3, 4)
+    np.testing.assert_array_equal(F.max_pool2d_winners(cache)[0, :, :, 0], windows.argmax(-1))
+    rows, cols = np.divmod(windows.argmax(-1), 2)
+    flat = (2 * np.arange(3)[:, None] + rows) * 6 + 2 * np.arange(3)[None, :] + cols
+    np.testing.assert_array_equal(F.max_pool2d_indices(cache)[0, 0], flat)
 
 
 def test_conv2d_output_is_channels_last_in_memory():
@@ -128,17 +213,6 @@ def test_relu_gradient_and_zero_at_zero():
     np.testing.assert_array_equal(F.relu_backward(np.ones(3), cache), [0.0, 0.0, 1.0])
 
 
-@pytest.mark.parametrize("shape, kernel, stride, padding", [
-    ((2, 3, 9, 8), 3, 2, 1),      # the ResNet stem's pool
-    ((1, 2, 6, 6), 2, 2, 0),
-    ((2, 2, 7, 5), 3, 1, 1),      # overlapping windows
-    ((1, 1, 5, 7), (3, 2), (1, 2), (1, 0)),
-])
-def test_max_pool_gradients(shape, kernel, stride, padding):
-    forward = lambda x: F.max_pool2d_forward(x, kernel, stride, padding)
-    assert check_layer(forward, F.max_pool2d_backward, [randn(*shape)], (0,))[0] < TOL
-
-
 def test_max_pool_ties_route_to_first_maximum_in_row_major_order():
     x = np.array([[[[1.0, 3.0], [3.0, 3.0]]]])
     out, cache = F.max_pool2d_forward(x, 2, 2)
@@ -151,13 +225,6 @@ def test_max_pool_pads_with_minus_infinity():
     x = -np.ones((1, 1, 2, 2))
     out, _ = F.max_pool2d_forward(x, 3, 2, 1)
     np.testing.assert_array_equal(out, -np.ones((1, 1, 1, 1)))
-
-
-@pytest.mark.parametrize("shape, size", [((2, 3, 5, 4), 1), ((1, 2, 7, 5), (3, 2)),
-                                         ((1, 1, 4, 4), 4)])
-def test_adaptive_avg_pool_gradients(shape, size):
-    forward = lambda x: F.adaptive_avg_pool2d_forward(x, size)
-    assert check_layer(forward, F.adaptive_avg_pool2d_backward, [randn(*shape)], (0,))[0] < TOL
 
 
 def test_adaptive_avg_pool_cells_overlap_like_torch():

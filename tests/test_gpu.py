@@ -1,9 +1,11 @@
 """The CuPy backend on an NVIDIA GPU, checked against the NumPy backend and torchvision.
 
-    functional layers  every layer forward and backward on CuPy arrays against the same
-                       layer on NumPy arrays: float64 to 1e-10, float32 to 1e-4
-                       (norm-wise relative error per tensor); in-place updates too
-    gradients          central finite differences on the GPU, float64
+    functional layers  every case of the shared table (resnet_np/layer_cases.py), forward
+                       and backward on CuPy arrays against the same case on NumPy arrays:
+                       float64 to 1e-10, float32 to 1e-4 (norm-wise relative error per
+                       tensor); in-place updates too
+    gradients          central finite differences on the GPU, float64: the same table, by
+                       the backend-parametrised tests of tests/test_functional.py
     models             ResNet-50 and ResNet-101 on the GPU against torchvision on CUDA:
                        logits, input gradient, every parameter gradient and the running
                        statistics, train and eval, float64 (1e-8) and float32 (measured
@@ -27,14 +29,14 @@ import pytest
 import resnet_np as rn
 from resnet_np import backend
 from resnet_np import functional as F
-from resnet_np.gradcheck import check_layer, relative_error
+from resnet_np.gradcheck import relative_error
+from resnet_np.layer_cases import CASES_BY_NAME, run_case
 from resnet_np.nn.module import Parameter
 from resnet_np.optim import SGD, Adam, AdamW
 
 pytestmark = pytest.mark.gpu
 
 TOL = {"float64": 1e-10, "float32": 1e-4}   # GPU against CPU, norm-wise relative error
-GRADCHECK_TOL = 1e-6                         # finite differences in float64, as test_functional
 
 
 # --------------------------------------------------------------------------- #
@@ -95,177 +97,17 @@ def assert_close(gpu, cpu, tol, what):
     assert err < tol, f"{what}: relative error {err:.2e} (tolerance {tol:.0e})"
 
 
-def channels_last(a):
-    """(N, C, H, W) in shape, (N, H, W, C) in memory: the layout every 4-D layer returns."""
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-
-
-def to_xp(a, dtype, xp):
-    """Cast a float array to ``dtype`` and move it to ``xp``'s device, keeping a
-    channels-last layout (``cupy.asarray`` would make it C-contiguous)."""
-    if a.dtype.kind == "f":
-        a = a.astype(dtype)
-    if xp is np:
-        return a.copy(order="K")
-    if a.ndim == 4 and not a.flags.c_contiguous:
-        return xp.asarray(np.ascontiguousarray(a.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
-    return xp.asarray(a)
-
-
 # --------------------------------------------------------------------------- #
 # (a) Every functional layer: GPU against CPU, forward and backward
 # --------------------------------------------------------------------------- #
-# A case: make(gen) -> (forward(*args) -> (out, cache), backward(dout, cache) -> grads,
-# args as NumPy arrays in float64). The runner casts and moves the arguments.
-def conv_case(x_shape, k_shape, stride, padding, dilation, groups, bias, input_grad=True):
-    def make(gen):
-        K, R, S = k_shape
-        args = [gen.standard_normal(x_shape),
-                gen.standard_normal((K, x_shape[1] // groups, R, S))]
-        if bias:
-            args.append(gen.standard_normal(K))
-
-        def forward(x, w, b=None):
-            return F.conv2d_forward(x, w, b, stride, padding, dilation, groups)
-
-        return forward, lambda d, c: F.conv2d_backward(d, c, input_grad), args
-    return make
-
-
-def batch_norm_case(shape, training, layout=lambda a: a):
-    def make(gen):
-        C = shape[1]
-        args = [layout(gen.standard_normal(shape) * 2 + 0.5), gen.uniform(0.5, 1.5, C),
-                gen.standard_normal(C), gen.standard_normal(C), gen.uniform(0.5, 2.0, C)]
-
-        def forward(x, gamma, beta, running_mean, running_var):
-            return F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training)
-
-        return forward, F.batch_norm2d_backward, args
-    return make
-
-
-def max_pool_case(shape, kernel, stride, padding, values="normal", layout=lambda a: a):
-    def make(gen):
-        if values == "ties":          # small integers: most windows hold several maxima
-            x = gen.integers(0, 3, size=shape).astype(np.float64)
-        elif values == "negative":    # every value < 0: a zero padding would win
-            x = -1 - np.abs(gen.standard_normal(shape))
-        else:
-            x = gen.standard_normal(shape)
-        return (lambda x: F.max_pool2d_forward(x, kernel, stride, padding),
-                F.max_pool2d_backward, [layout(x)])
-    return make
-
-
-def adaptive_avg_pool_case(shape, size):
-    def make(gen):
-        return (lambda x: F.adaptive_avg_pool2d_forward(x, size),
-                F.adaptive_avg_pool2d_backward, [gen.standard_normal(shape)])
-    return make
-
-
-def relu_case(shape, layout=lambda a: a):
-    def make(gen):
-        x = gen.standard_normal(shape)
-        x.reshape(-1)[::5] = 0.0      # exact zeros: the gradient there is 0 on both devices
-        return F.relu_forward, F.relu_backward, [layout(x)]
-    return make
-
-
-def linear_case(n, d, f, bias):
-    def make(gen):
-        args = [gen.standard_normal((n, d)), gen.standard_normal((f, d))]
-        if bias:
-            args.append(gen.standard_normal(f))
-        return (lambda x, w, b=None: F.linear_forward(x, w, b)), F.linear_backward, args
-    return make
-
-
-def flatten_case(shape):
-    def make(gen):
-        return F.flatten_forward, F.flatten_backward, [channels_last(gen.standard_normal(shape))]
-    return make
-
-
-def cross_entropy_case(n, m, smoothing, labels_on_host=False):
-    """Labels go to the GPU with the logits, or stay NumPy (the layer must move them)."""
-    def make(gen):
-        labels = gen.integers(0, m, size=n)
-        logits = gen.standard_normal((n, m)) * 3
-
-        def forward(z, y):
-            if labels_on_host:
-                y = labels
-            return F.softmax_cross_entropy_forward(z, y, smoothing)
-
-        return forward, F.softmax_cross_entropy_backward, [logits, labels]
-    return make
-
-
-def add_case(shape):
-    def make(gen):
-        return (F.add_forward, F.add_backward,
-                [gen.standard_normal(shape), channels_last(gen.standard_normal(shape))])
-    return make
-
-
-LAYER_CASES = {
-    # conv2d: (N, C, H, W), (K, R, S), stride, padding, dilation, groups, bias
-    "conv 3x3 s1 p1 bias": conv_case((2, 3, 7, 6), (4, 3, 3), 1, 1, 1, 1, True),
-    "conv 3x3 s2 p1": conv_case((2, 3, 9, 8), (4, 3, 3), 2, 1, 1, 1, False),
-    "conv 7x7 s2 p3 stem": conv_case((2, 3, 19, 17), (8, 7, 7), 2, 3, 1, 1, False),
-    "conv 1x1 s1 no copy": conv_case((2, 16, 5, 5), (8, 1, 1), 1, 0, 1, 1, False),
-    "conv 1x1 s2 downsample": conv_case((2, 8, 7, 7), (16, 1, 1), 2, 0, 1, 1, True),
-    "conv 3x3 groups 4": conv_case((2, 8, 6, 7), (12, 3, 3), 1, 1, 1, 4, True),
-    "conv 3x3 depthwise s2": conv_case((1, 6, 8, 8), (6, 3, 3), 2, 1, 1, 6, False),
-    "conv 3x3 dilation 2": conv_case((2, 3, 9, 9), (2, 3, 3), 1, 2, 2, 1, True),
-    "conv anisotropic": conv_case((2, 2, 6, 5), (3, 3, 2), (2, 1), (0, 1), (1, 2), 1, True),
-    "conv 3x3 64ch cuBLAS": conv_case((4, 64, 14, 14), (64, 3, 3), 1, 1, 1, 1, False),
-    "conv 3x3 no input grad": conv_case((2, 3, 8, 8), (4, 3, 3), 1, 1, 1, 1, True,
-                                        input_grad=False),
-    # batch norm: running statistics are compared too (updated in place in train mode)
-    "batch_norm train": batch_norm_case((3, 4, 5, 6), True),
-    "batch_norm train channels-last": batch_norm_case((2, 5, 4, 3), True, channels_last),
-    "batch_norm eval": batch_norm_case((3, 4, 5, 6), False),
-    "relu": relu_case((2, 3, 4, 5)),
-    "relu channels-last": relu_case((2, 3, 4, 5), channels_last),
-    "max_pool 3/2/1 stem": max_pool_case((2, 3, 9, 8), 3, 2, 1, layout=channels_last),
-    "max_pool 2/2/0": max_pool_case((1, 2, 6, 6), 2, None, 0),
-    "max_pool anisotropic": max_pool_case((1, 2, 5, 7), (3, 2), (1, 2), (1, 0)),
-    "max_pool ties": max_pool_case((2, 3, 8, 7), 3, 1, 1, values="ties"),
-    "max_pool negative pads -inf": max_pool_case((1, 2, 4, 4), 3, 2, 1, values="negative"),
-    "adaptive_avg_pool 1x1": adaptive_avg_pool_case((2, 3, 5, 4), 1),
-    "adaptive_avg_pool 3x2 overlapping": adaptive_avg_pool_case((1, 2, 7, 5), (3, 2)),
-    "linear bias": linear_case(4, 6, 5, True),            # N < F: the flipped GEMM
-    "linear no bias": linear_case(16, 3, 5, False),       # N > F: the plain GEMM
-    "flatten": flatten_case((2, 3, 4, 5)),
-    "cross_entropy": cross_entropy_case(6, 5, 0.0),
-    "cross_entropy smoothing": cross_entropy_case(6, 5, 0.1),
-    "cross_entropy labels on host": cross_entropy_case(6, 5, 0.1, labels_on_host=True),
-    "add": add_case((2, 3, 4, 5)),
-}
-
-
-def run_layer(make, dtype, xp, seed=0):
-    """Forward and backward of one case on ``xp``'s device -> out, grads, args (after)."""
-    forward, backward, args = make(np.random.default_rng(seed))
-    args = [to_xp(a, dtype, xp) for a in args]
-    out, cache = forward(*args)
-    if out.ndim == 0:                 # a loss: backward takes the scalar dloss
-        dout = 0.7
-    else:
-        dout = to_xp(np.random.default_rng(seed + 1).standard_normal(out.shape), dtype, xp)
-    grads = backward(dout, cache)
-    return out, grads if isinstance(grads, tuple) else (grads,), args
-
-
+# The cases are the shared table of resnet_np/layer_cases.py; the same table runs by finite
+# differences on every backend in tests/test_functional.py.
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", list(LAYER_CASES))
+@pytest.mark.parametrize("name", list(CASES_BY_NAME))
 def test_functional_layer_on_gpu_equals_cpu(cp, name, dtype):
     tol = TOL[dtype]
-    out_c, grads_c, args_c = run_layer(LAYER_CASES[name], dtype, np)
-    out_g, grads_g, args_g = run_layer(LAYER_CASES[name], dtype, cp)
+    out_c, grads_c, args_c = run_case(CASES_BY_NAME[name], np, dtype)
+    out_g, grads_g, args_g = run_case(CASES_BY_NAME[name], cp, dtype)
     assert isinstance(out_g, cp.ndarray)
     assert_close(out_g, out_c, tol, f"{name} output")
     assert len(grads_g) == len(grads_c)
@@ -311,58 +153,9 @@ def test_cross_entropy_rejects_bad_labels_on_gpu(cp):
 
 
 # --------------------------------------------------------------------------- #
-# (b) Finite differences on the GPU, float64
+# (b) Finite differences on the GPU, float64: tests/test_functional.py runs every case of
+#     the shared table on each backend (its ``xp`` fixture), the GPU included
 # --------------------------------------------------------------------------- #
-def gradcheck_cases(cp):
-    gen = np.random.default_rng(3)
-
-    def randn(*shape):
-        return cp.asarray(gen.standard_normal(shape))
-
-    x = randn(2, 3, 7, 6)
-    C = 3
-    gamma, beta = cp.asarray(gen.uniform(0.5, 1.5, C)), randn(C)
-    labels = cp.asarray(gen.integers(0, 5, size=4))
-
-    def bn(training):
-        return lambda x, g, b: F.batch_norm2d_forward(x, g, b, cp.zeros(C), cp.ones(C),
-                                                      training)
-
-    return {
-        "conv2d 3x3 s1 p1 bias": (lambda x, w, b: F.conv2d_forward(x, w, b, 1, 1),
-                                  F.conv2d_backward, [x, randn(4, 3, 3, 3), randn(4)],
-                                  (0, 1, 2)),
-        "conv2d 3x3 s2 dilation 2 groups 3": (
-            lambda x, w: F.conv2d_forward(x, w, None, 2, 2, 2, 3),
-            lambda d, c: F.conv2d_backward(d, c)[:2], [x, randn(6, 1, 3, 3)], (0, 1)),
-        "batch_norm2d train": (bn(True), F.batch_norm2d_backward, [x, gamma, beta], (0, 1, 2)),
-        "batch_norm2d eval": (bn(False), F.batch_norm2d_backward, [x, gamma, beta], (0, 1, 2)),
-        "max_pool2d 3/2/1": (lambda x: F.max_pool2d_forward(x, 3, 2, 1),
-                             F.max_pool2d_backward, [x], (0,)),
-        "adaptive_avg_pool2d 3x2": (lambda x: F.adaptive_avg_pool2d_forward(x, (3, 2)),
-                                    F.adaptive_avg_pool2d_backward, [x], (0,)),
-        "linear": (F.linear_forward, F.linear_backward,
-                   [randn(4, 6), randn(5, 6), randn(5)], (0, 1, 2)),
-        "softmax_cross_entropy smoothing": (
-            lambda z: F.softmax_cross_entropy_forward(z, labels, 0.1),
-            F.softmax_cross_entropy_backward, [randn(4, 5)], (0,)),
-    }
-
-
-GRADCHECK_NAMES = ["conv2d 3x3 s1 p1 bias", "conv2d 3x3 s2 dilation 2 groups 3",
-                   "batch_norm2d train", "batch_norm2d eval", "max_pool2d 3/2/1",
-                   "adaptive_avg_pool2d 3x2", "linear", "softmax_cross_entropy smoothing"]
-
-
-@pytest.mark.parametrize("name", GRADCHECK_NAMES)
-def test_finite_differences_on_gpu(cp, name):
-    forward, backward, args, wrt = gradcheck_cases(cp)[name]
-    assert isinstance(forward(*args)[0], cp.ndarray)          # the layer runs on the GPU
-    errors = check_layer(forward, backward, args, wrt, num_samples=12)
-    assert set(errors) == set(wrt)
-    assert max(errors.values()) < GRADCHECK_TOL, errors
-
-
 # --------------------------------------------------------------------------- #
 # (c) ResNet-50 and ResNet-101 on the GPU against torchvision on CUDA
 # --------------------------------------------------------------------------- #

@@ -211,3 +211,18 @@ def test_gradcheck_catches_a_wrong_gradient():
     rows = check_model(model, np.random.default_rng(1).standard_normal((2, 3, 64, 48)))
     errors = {name: err for name, _, _, _, err in rows}
     assert errors["layer2.0.bn2.weight"] > 1e-4
+
+
+def test_conv2d_with_torch_options_keeps_torchs_state_dict():
+    """Every padding option leaves the parameters as torch names and shapes them, so a
+    torch state_dict loads into the module and the forwards agree."""
+    from reference import torch
+    args = (4, 6, (3, 2), 1, "same", (2, 1), 2, True, "circular")
+    theirs = torch.nn.Conv2d(*args, dtype=torch.float64)
+    ours = nn.Conv2d(*args, dtype="float64")
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(theirs.state_dict())
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 6))
+    np.testing.assert_allclose(ours(x), theirs(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-12)

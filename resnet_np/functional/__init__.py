@@ -22,15 +22,20 @@ the ``channels_last`` memory format), so chained layers pay no transposes.
 """
 from .activation import relu_backward, relu_forward
 from .batchnorm import batch_norm2d_backward, batch_norm2d_forward
-from .conv import (col2im, conv2d_backward, conv2d_backward_naive, conv2d_forward,
-                   conv2d_forward_naive, im2col)
+from .conv import (Conv2dCache, ConvGeometry, col2im, conv2d_backward, conv2d_backward_naive,
+                   conv2d_forward, conv2d_forward_naive, im2col)
 from .linear import flatten_backward, flatten_forward, linear_backward, linear_forward
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from .pooling import (adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward,
-                      max_pool2d_backward, max_pool2d_forward)
+from .padding import PADDING_MODES, pad2d_backward, pad2d_forward
+from .pooling import (AdaptiveAvgPool2dCache, MaxPool2dCache, adaptive_avg_pool2d_backward,
+                      adaptive_avg_pool2d_forward, max_pool2d_backward, max_pool2d_backward_naive,
+                      max_pool2d_forward, max_pool2d_indices, max_pool2d_winners)
 from .residual import add_backward, add_forward
 
 __all__ = [
+    "AdaptiveAvgPool2dCache", "Conv2dCache", "ConvGeometry", "MaxPool2dCache", "PADDING_MODES",
+    "max_pool2d_backward_naive", "max_pool2d_indices", "max_pool2d_winners", "pad2d_backward",
+    "pad2d_forward",
     "adaptive_avg_pool2d_backward", "adaptive_avg_pool2d_forward", "add_backward",
     "add_forward", "batch_norm2d_backward", "batch_norm2d_forward", "col2im",
     "conv2d_backward", "conv2d_backward_naive", "conv2d_forward", "conv2d_forward_naive",

@@ -3,7 +3,7 @@
 Each check raises a ``ValueError`` that names the layer and the shapes, so a
 bad input never surfaces as a broadcasting error from deep inside NumPy.
 """
-from ..backend import device_of
+from ..backend import device_of, get_array_module
 
 
 def pair(value, name="value"):
@@ -39,12 +39,15 @@ def check_same_dtype(layer, x, other, other_name):
 
 
 def output_size(layer, size, kernel, stride, pad, dilation, axis):
-    """``floor((size + 2*pad - dilation*(kernel-1) - 1) / stride) + 1``, or a clear error."""
+    """``floor((size + pad_before + pad_after - dilation*(kernel-1) - 1) / stride) + 1``,
+    or a clear error; ``pad`` is one amount for both sides or a pair (before, after)."""
+    before, after = (pad, pad) if isinstance(pad, int) else pad
     span = dilation * (kernel - 1) + 1
-    if size + 2 * pad < span:
-        raise ValueError(f"{layer}: input {axis} {size} (padding {pad}) is smaller than the "
+    if size + before + after < span:
+        shown = before if before == after else (before, after)
+        raise ValueError(f"{layer}: input {axis} {size} (padding {shown}) is smaller than the "
                          f"kernel's extent {span} (kernel {kernel}, dilation {dilation})")
-    return (size + 2 * pad - span) // stride + 1
+    return (size + before + after - span) // stride + 1
 
 
 def check_positive(layer, **values):
@@ -57,3 +60,27 @@ def check_dout(layer, dout, expected_shape):
     if tuple(dout.shape) != tuple(expected_shape):
         raise ValueError(f"{layer} backward: dout has shape {tuple(dout.shape)}, "
                          f"expected {tuple(expected_shape)} (the forward's output shape)")
+
+
+def check_array(layer, x, name="input"):
+    """A NumPy or CuPy array, or a ``TypeError`` that names the type and how to convert it."""
+    xp = get_array_module(x)
+    if isinstance(x, xp.ndarray):
+        return
+    kind = f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
+    if hasattr(x, "detach") and hasattr(x, "numpy"):
+        how = f"convert it with {name}.detach().cpu().numpy()"
+    else:
+        how = f"convert it with np.asarray({name}, dtype='float32')"
+    raise TypeError(f"{layer}: {name} must be a NumPy or CuPy array, got {kind}; {how}")
+
+
+def check_image_rank(layer, x):
+    """(C, H, W) or (N, C, H, W), as torch accepts -> (x as 4-D, unbatched)."""
+    if getattr(x, "ndim", None) == 3:
+        return x[None], True
+    if getattr(x, "ndim", None) != 4:
+        shape = tuple(getattr(x, "shape", ()))
+        raise ValueError(f"{layer}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
+                         f"got shape {shape}")
+    return x, False

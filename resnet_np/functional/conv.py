@@ -1,9 +1,9 @@
 """2-D convolution: im2col + one GEMM forward, GEMMs + col2im backward.
 
-    x    (N, C, H, W)         input
+    x    (N, C, H, W)         input ((C, H, W) unbatched, as torch accepts)
     w    (K, C/G, R, S)       filters, G groups of K/G filters over C/G channels
     b    (K,)                 bias, optional
-    out  (N, K, P, Q)         P = floor((H + 2*pad_h - dil_h*(R-1) - 1) / stride_h) + 1
+    out  (N, K, P, Q)         P = floor((H + pad_top + pad_bottom - dil_h*(R-1) - 1) / stride_h) + 1
 
     out[n, k, p, q] = b[k] + sum_{c, r, s} w[k, c, r, s]
                       * xpad[n, g(k)*C/G + c, p*stride_h + r*dil_h, q*stride_w + s*dil_w]
@@ -23,26 +23,98 @@ filters (a "transposed convolution"); on large maps that is the faster route.
 Rows are ordered (n, p, q) and columns (r, s, c): both follow the channels-last
 memory of the input, so im2col is a strided view plus one copy, and a 1x1
 convolution with stride 1 needs no copy at all.
+
+Padding is per side, so padding='same' with an even kernel (torch puts the
+extra row and column at the end) is zero padding like any other. The other
+padding modes (reflect, replicate, circular; see :mod:`.padding`) pad the input
+first and convolve it without padding; the backward folds the gradient of the
+padded input back onto the input.
 """
+from typing import NamedTuple
+
 from .. import backend
-from ._checks import (check_dout, check_float, check_positive, check_rank, check_same_dtype,
-                      output_size, pair)
+from ._checks import (check_array, check_dout, check_float, check_image_rank, check_positive,
+                      check_rank, check_same_dtype, output_size, pair)
+from .padding import Pad2dCache, check_padding_mode, pad2d_backward, pad2d_forward, source_index
+
+
+class ConvGeometry(NamedTuple):
+    """The sizes of one convolution, in the notation of :mod:`resnet_np.functional`."""
+    N: int
+    C: int
+    H: int                  # input height and width (before the zero padding)
+    W: int
+    K: int
+    R: int
+    S: int
+    G: int
+    P: int
+    Q: int
+    stride: tuple           # (sh, sw)
+    padding: tuple          # zeros added by im2col: ((top, bottom), (left, right))
+    dilation: tuple         # (dh, dw)
+
+
+class Conv2dCache(NamedTuple):
+    """What :func:`conv2d_backward` needs from :func:`conv2d_forward`."""
+    geometry: ConvGeometry  # of the GEMM convolution (after any pre-padding)
+    w: object               # (K, C/G, R, S)
+    has_bias: bool
+    cols: object            # im2col of the input, (N*P*Q, G, R*S*C/G)
+    pad: Pad2dCache         # the reflect/replicate/circular pre-padding, or None
+    unbatched: bool         # the input was (C, H, W)
+
+
+def sides(padding):
+    """Per-side padding: ``1 -> ((1, 1), (1, 1))``, ``(1, 2) -> ((1, 1), (2, 2))``;
+    ``((top, bottom), (left, right))`` is kept."""
+    if isinstance(padding, int):
+        return (padding, padding), (padding, padding)
+    padding = tuple(padding)
+    if len(padding) == 2 and all(isinstance(p, int) for p in padding):
+        return (padding[0], padding[0]), (padding[1], padding[1])
+    if (len(padding) == 2 and all(len(tuple(p)) == 2 for p in padding)
+            and all(isinstance(v, int) for p in padding for v in p)):
+        return tuple(tuple(p) for p in padding)
+    raise ValueError(f"padding must be an int, a pair (ph, pw), ((top, bottom), (left, right)), "
+                     f"'same' or 'valid', got {padding!r}")
+
+
+def conv_padding(padding, kernel_size, stride, dilation, layer="conv2d"):
+    """Resolve ``padding`` (int, pair, per-side pairs, 'same' or 'valid') to
+    ((top, bottom), (left, right)).
+
+    'same' pads dil*(R-1) in all, half before and the rest (one more for an even
+    extent) after, as torch does; like torch it refuses a stride other than 1.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"{layer}: invalid padding string {padding!r}, should be one of "
+                             "'same', 'valid' or an int / pair of ints")
+        if pair(stride, "stride") != (1, 1):
+            raise ValueError(f"{layer}: padding='same' is not supported for strided "
+                             f"convolutions (stride={stride})")
+        total = [d * (k - 1) for d, k in zip(pair(dilation, "dilation"), kernel_size)]
+        return tuple((t // 2, t - t // 2) for t in total)
+    pads = sides(padding)
+    if min(min(p) for p in pads) < 0:
+        raise ValueError(f"{layer}: padding must be >= 0, got {padding}")
+    return pads
 
 
 def _geometry(x, w, stride, padding, dilation, groups):
-    """Validate the arguments and return the sizes every other function uses."""
+    """Validate the arguments of a convolution of 4-D ``x`` and return its sizes."""
     layer = "conv2d"
-    check_rank(layer, x, 4, "(N, C, H, W)")
     check_rank(layer, w, 4, "weight (K, C/G, R, S)")
     check_float(layer, x)
     check_same_dtype(layer, x, w, "weight")
-    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
+    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
     check_positive(layer, stride=stride, dilation=dilation)
-    if min(padding) < 0:
-        raise ValueError(f"{layer}: padding must be >= 0, got {padding}")
     N, C, H, W = x.shape
     K, Cg, R, S = w.shape
-    if groups < 1 or C % groups or K % groups:
+    if not isinstance(groups, int) or groups < 1 or C % groups or K % groups:
         raise ValueError(f"{layer}: groups={groups} must divide input channels {C} and "
                          f"output channels {K}")
     if Cg * groups != C:
@@ -50,14 +122,14 @@ def _geometry(x, w, stride, padding, dilation, groups):
                          f"{Cg * groups} (= {Cg} per group x {groups} groups); x.shape={tuple(x.shape)}")
     P = output_size(layer, H, R, stride[0], padding[0], dilation[0], "height")
     Q = output_size(layer, W, S, stride[1], padding[1], dilation[1], "width")
-    return dict(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q, G=groups,
-                stride=stride, padding=padding, dilation=dilation)
+    return ConvGeometry(N, C, H, W, K, R, S, groups, P, Q, stride, padding, dilation)
 
 
 def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
     """Unroll receptive fields into rows.
 
     x_nhwc  (N, H, W, C)  channels-last input
+    padding (ph, pw), or per side ((top, bottom), (left, right)): zeros around x
     returns (N*P*Q, G, R*S*C/G): row (n, p, q) holds, per group, the window
             xpad[n, p*sh + r*dh, q*sw + s*dw, g*C/G + c] in (r, s, c) order.
 
@@ -65,12 +137,13 @@ def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
     the one copy (none for a 1x1 stride-1 convolution on contiguous input).
     """
     xp = backend.get_array_module(x_nhwc)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    (sh, sw), (dh, dw) = stride, dilation
+    (pt, pb), (pl, pr) = sides(padding)
     N, H, W, C = x_nhwc.shape
-    if ph or pw:
-        x_nhwc = xp.pad(x_nhwc, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    if pt or pb or pl or pr:
+        x_nhwc = xp.pad(x_nhwc, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     x_nhwc = xp.ascontiguousarray(x_nhwc)
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Hp, Wp = H + pt + pb, W + pl + pr
     P = (Hp - dh * (R - 1) - 1) // sh + 1
     Q = (Wp - dw * (S - 1) - 1) // sw + 1
     G, Cg = groups, C // groups
@@ -100,25 +173,26 @@ def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
     so no padded buffer is needed.
     """
     xp = backend.get_array_module(cols)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    (sh, sw), (dh, dw) = stride, dilation
+    (pt, pb), (pl, pr) = sides(padding)
     N, H, W, C = x_shape_nhwc
     G, Cg = groups, C // groups
-    if R == S == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0):
+    if R == S == 1 and (sh, sw, pt, pb, pl, pr) == (1, 1, 0, 0, 0, 0):
         return cols.reshape(N, H, W, C)  # a 1x1 stride-1 conv: im2col was the identity
-    P = (H + 2 * ph - dh * (R - 1) - 1) // sh + 1
-    Q = (W + 2 * pw - dw * (S - 1) - 1) // sw + 1
+    P = (H + pt + pb - dh * (R - 1) - 1) // sh + 1
+    Q = (W + pl + pr - dw * (S - 1) - 1) // sw + 1
     cols = cols.reshape(N, P, Q, G, R, S, Cg)
     dx = xp.zeros((N, H, W, G, Cg), dtype=cols.dtype)
     for r in range(R):
-        p0, p1 = _valid_outputs(r * dh, ph, sh, H, P)
+        p0, p1 = _valid_outputs(r * dh, pt, sh, H, P)
         if p0 > p1:
             continue
-        rows = slice(p0 * sh + r * dh - ph, p1 * sh + r * dh - ph + 1, sh)
+        rows = slice(p0 * sh + r * dh - pt, p1 * sh + r * dh - pt + 1, sh)
         for s in range(S):
-            q0, q1 = _valid_outputs(s * dw, pw, sw, W, Q)
+            q0, q1 = _valid_outputs(s * dw, pl, sw, W, Q)
             if q0 > q1:
                 continue
-            columns = slice(q0 * sw + s * dw - pw, q1 * sw + s * dw - pw + 1, sw)
+            columns = slice(q0 * sw + s * dw - pl, q1 * sw + s * dw - pl + 1, sw)
             tile = dx[:, rows, columns]          # a view: += then adds in place (CuPy too)
             tile += cols[:, p0:p1 + 1, q0:q1 + 1, :, r, s, :]
     return dx.reshape(N, H, W, C)
@@ -131,61 +205,77 @@ def _weight_matrix(w, groups):
         groups, K // groups, R * S * Cg)
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+def _prepare(layer, x, w, stride, padding, dilation, padding_mode):
+    """Checks shared by the fast and the naive forward -> (4-D x, unbatched, per-side pads)."""
+    check_array(layer, x)
+    check_array(layer, w, "weight")
+    x, unbatched = check_image_rank(layer, x)
+    check_rank(layer, w, 4, "weight (K, C/G, R, S)")
+    pads = conv_padding(padding, w.shape[2:], stride, dilation, layer)
+    check_padding_mode(layer, padding_mode, pads, x.shape[2:])
+    return x, unbatched, pads
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
+                   padding_mode="zeros"):
     """out = conv2d(x, w) + b, by im2col and one matrix product per group.
 
-    x (N, C, H, W), w (K, C/G, R, S), b (K,) or None  ->  out (N, K, P, Q), cache
+    x (N, C, H, W) or (C, H, W), w (K, C/G, R, S), b (K,) or None
+    ->  out (N, K, P, Q) (or (K, P, Q)), cache
+    padding: int, (ph, pw), ((top, bottom), (left, right)), 'same' or 'valid';
+    padding_mode: 'zeros' (inside im2col), or 'reflect', 'replicate', 'circular'
+    (the input is padded first, then convolved without padding).
     """
-    g = _geometry(x, w, stride, padding, dilation, groups)
-    if b is not None and tuple(b.shape) != (g["K"],):
-        raise ValueError(f"conv2d: bias has shape {tuple(b.shape)}, expected ({g['K']},)")
-    xp = backend.get_array_module(x)
-    N, P, Q, K, G = g["N"], g["P"], g["Q"], g["K"], g["G"]
-    cols = im2col(x.transpose(0, 2, 3, 1), g["R"], g["S"], g["stride"], g["padding"],
-                  g["dilation"], G)
-    w_mat = _weight_matrix(w, G)
-    if G == 1:
-        out = backend.matmul(cols[:, 0], w_mat[0].T)        # (N*P*Q, K)
-    else:
-        out = xp.matmul(cols.transpose(1, 0, 2), w_mat.transpose(0, 2, 1))  # (G, NPQ, K/G)
-        out = out.transpose(1, 0, 2).reshape(N * P * Q, K)
+    x, unbatched, pads = _prepare("conv2d", x, w, stride, padding, dilation, padding_mode)
+    pad = None
+    if padding_mode != "zeros" and any(any(p) for p in pads):
+        x, pad = pad2d_forward(x, pads, padding_mode, "conv2d")
+        pads = (0, 0), (0, 0)
+    g = _geometry(x, w, stride, pads, dilation, groups)
+    if b is not None and tuple(b.shape) != (g.K,):
+        raise ValueError(f"conv2d: bias has shape {tuple(b.shape)}, expected ({g.K},)")
+    cols = im2col(x.transpose(0, 2, 3, 1), g.R, g.S, g.stride, g.padding, g.dilation, g.G)
+    w_mat = _weight_matrix(w, g.G)
+    out = backend.matmul(cols.transpose(1, 0, 2), w_mat.transpose(0, 2, 1))  # (G, NPQ, K/G)
+    out = out.transpose(1, 0, 2).reshape(g.N * g.P * g.Q, g.K)
     if b is not None:
         out += b
-    cache = (x.shape, w, b is not None, cols, g)
-    return out.reshape(N, P, Q, K).transpose(0, 3, 1, 2), cache
+    out = out.reshape(g.N, g.P, g.Q, g.K).transpose(0, 3, 1, 2)
+    return (out[0] if unbatched else out), Conv2dCache(g, w, b is not None, cols, pad, unbatched)
 
 
 def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`.
 
     dout (N, K, P, Q)  ->  dx (N, C, H, W), dw (K, C/G, R, S), db (K,) or None
+    (dout (K, P, Q) and dx (C, H, W) for an unbatched input).
     With ``input_grad=False`` dx is not computed (None): a network's first layer
     needs no gradient for its input images, and it is the costliest col2im.
     """
-    x_shape, w, has_bias, cols, g = cache
-    N, C, H, W = x_shape
-    P, Q, K, G = g["P"], g["Q"], g["K"], g["G"]
+    g, w = cache.geometry, cache.w
+    N, C, H, W, K, R, S, G, P, Q = g[:10]
+    check_array("conv2d backward", dout, "dout")
+    if cache.unbatched:
+        check_dout("conv2d", dout, (K, P, Q))
+        dout = dout[None]
     check_dout("conv2d", dout, (N, K, P, Q))
     xp = backend.get_array_module(dout)
     dout_mat = xp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(N * P * Q, G, K // G)
-    if G == 1:
-        dw_mat = backend.matmul(dout_mat[:, 0].T, cols[:, 0])[None]         # (1, K, RSC)
-    else:
-        dw_mat = xp.matmul(dout_mat.transpose(1, 2, 0), cols.transpose(1, 0, 2))
-    Cg, R, S = w.shape[1:]
+    dw_mat = backend.matmul(dout_mat.transpose(1, 2, 0), cache.cols.transpose(1, 0, 2))
+    Cg = w.shape[1]
     dw = dw_mat.reshape(G, K // G, R, S, Cg).transpose(0, 1, 4, 2, 3).reshape(w.shape)
-    db = dout_mat.reshape(N * P * Q, K).sum(axis=0) if has_bias else None
+    db = dout_mat.reshape(N * P * Q, K).sum(axis=0) if cache.has_bias else None
     if not input_grad:
         return None, dw, db
     if _transposed_conv_is_faster(g):
-        return _input_grad_by_transposed_conv(dout, w, g), dw, db
-    w_mat = _weight_matrix(w, G)
-    if G == 1:
-        dcols = backend.matmul(dout_mat[:, 0], w_mat[0])[:, None]          # (NPQ, 1, RSC)
+        dx = _input_grad_by_transposed_conv(dout, w, g)
     else:
-        dcols = xp.matmul(dout_mat.transpose(1, 0, 2), w_mat).transpose(1, 0, 2)
-    dx = col2im(dcols, (N, H, W, C), R, S, g["stride"], g["padding"], g["dilation"], G)
-    return dx.transpose(0, 3, 1, 2), dw, db
+        dcols = backend.matmul(dout_mat.transpose(1, 0, 2), _weight_matrix(w, G))  # (G, NPQ, RSC/G)
+        dx = col2im(dcols.transpose(1, 0, 2), (N, H, W, C), R, S, g.stride, g.padding,
+                    g.dilation, G).transpose(0, 3, 1, 2)
+    if cache.pad is not None:
+        dx = pad2d_backward(dx, cache.pad)
+    return (dx[0] if cache.unbatched else dx), dw, db
 
 
 def _transposed_conv_is_faster(g):
@@ -195,41 +285,62 @@ def _transposed_conv_is_faster(g):
     30.7 vs 52.8 ms; 28x28, 16.5 vs 21.6 ms; 14x14, 15.1 vs 17.5 ms; 7x7, 17.1
     vs 13.1 ms. So: stride 1, one group, a kernel wider than 1x1, maps of 14x14 or more.
     """
-    (R, S), (ph, pw), (dh, dw) = (g["R"], g["S"]), g["padding"], g["dilation"]
-    return (g["stride"] == (1, 1) and g["G"] == 1 and R * S > 1
-            and ph <= dh * (R - 1) and pw <= dw * (S - 1) and g["H"] * g["W"] >= 14 * 14)
+    (dh, dw), (R, S) = g.dilation, (g.R, g.S)
+    return (g.stride == (1, 1) and g.G == 1 and R * S > 1
+            and max(g.padding[0]) <= dh * (R - 1) and max(g.padding[1]) <= dw * (S - 1)
+            and g.H * g.W >= 14 * 14)
 
 
 def _input_grad_by_transposed_conv(dout, w, g):
     """dx of a stride-1 convolution is itself a convolution ("transposed convolution"):
 
-        dx[n, c, h, w] = sum_{k, r, s} dout[n, k, h + pad - r*dil, w + pad - s*dil] * w[k, c, r, s]
+        dx[n, c, h, w] = sum_{k, r, s} dout[n, k, h + top - r*dil, w + left - s*dil] * w[k, c, r, s]
 
-    i.e. dout, padded by dil*(R-1) - pad, convolved with the filters flipped in
-    space and with input and output channels swapped: (C, K, R, S).
+    i.e. dout, padded by dil*(R-1) - pad on each side, convolved with the filters
+    flipped in space and with input and output channels swapped: (C, K, R, S).
     """
-    (R, S), (ph, pw), dilation = (g["R"], g["S"]), g["padding"], g["dilation"]
+    (dh, dw), ((pt, pb), (pl, pr)) = g.dilation, g.padding
     xp = backend.get_array_module(w)
     w_flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    padding = (dilation[0] * (R - 1) - ph, dilation[1] * (S - 1) - pw)
-    dx, _ = conv2d_forward(dout, w_flipped, None, 1, padding, dilation)
+    extent_h, extent_w = dh * (g.R - 1), dw * (g.S - 1)
+    padding = (extent_h - pt, extent_h - pb), (extent_w - pl, extent_w - pr)
+    dx, _ = conv2d_forward(dout, w_flipped, None, 1, padding, g.dilation)
     return dx
 
 
 # --------------------------------------------------------------------------- #
 # Naive reference: the formula above as loops over output positions
 # --------------------------------------------------------------------------- #
-def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """The definition, one output position at a time (slow; for tests and teaching)."""
-    g = _geometry(x, w, stride, padding, dilation, groups)
+class Conv2dNaiveCache(NamedTuple):
+    xpad: object            # the padded input (N, C, H', W')
+    w: object
+    has_bias: bool
+    geometry: ConvGeometry  # of the convolution of xpad, without padding
+    padding: tuple          # ((top, bottom), (left, right)) around x
+    padding_mode: str
+
+
+_NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                    "circular": "wrap"}
+
+
+def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
+                         padding_mode="zeros"):
+    """The definition, one output position at a time (slow; for tests and teaching).
+
+    Takes 4-D inputs and the arguments of :func:`conv2d_forward`; the padding is
+    made by ``xp.pad``, independently of the fast path's.
+    """
+    x, _, pads = _prepare("conv2d", x, w, stride, padding, dilation, padding_mode)
     xp = backend.get_array_module(x)
-    (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
+    xpad = xp.pad(x, ((0, 0), (0, 0)) + pads, mode=_NUMPY_PAD_MODES[padding_mode])
+    g = _geometry(xpad, w, stride, ((0, 0), (0, 0)), dilation, groups)
+    (sh, sw), (dh, dw) = g.stride, g.dilation
     K, Cg, R, S = w.shape
     Kg = K // groups
-    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    out = xp.zeros((g["N"], K, g["P"], g["Q"]), dtype=x.dtype)
-    for p in range(g["P"]):
-        for q in range(g["Q"]):
+    out = xp.zeros((g.N, K, g.P, g.Q), dtype=x.dtype)
+    for p in range(g.P):
+        for q in range(g.Q):
             window = xpad[:, :, p * sh:p * sh + dh * (R - 1) + 1:dh, q * sw:q * sw + dw * (S - 1) + 1:dw]
             for grp in range(groups):
                 xg = window[:, grp * Cg:(grp + 1) * Cg]               # (N, C/G, R, S)
@@ -237,21 +348,21 @@ def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, dilation=1, groups=1
                 out[:, grp * Kg:(grp + 1) * Kg, p, q] = xp.einsum("ncrs,kcrs->nk", xg, wg)
     if b is not None:
         out += b.reshape(1, K, 1, 1)
-    return out, (x, w, b is not None, g)
+    return out, Conv2dNaiveCache(xpad, w, b is not None, g, pads, padding_mode)
 
 
 def conv2d_backward_naive(dout, cache):
-    """Gradients by the same loops: each output position sends dout back to its window."""
-    x, w, has_bias, g = cache
-    xp = backend.get_array_module(x)
-    (sh, sw), (ph, pw), (dh, dw_) = g["stride"], g["padding"], g["dilation"]
+    """Gradients by the same loops: each output position sends dout back to its window,
+    then each padded position sends its gradient to the input entry it copies."""
+    xpad, w, g = cache.xpad, cache.w, cache.geometry
+    xp = backend.get_array_module(xpad)
+    (sh, sw), (dh, dw_) = g.stride, g.dilation
     K, Cg, R, S = w.shape
-    groups, Kg = g["G"], K // g["G"]
-    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    groups, Kg = g.G, K // g.G
     dxpad = xp.zeros_like(xpad)
     dw = xp.zeros_like(w)
-    for p in range(g["P"]):
-        for q in range(g["Q"]):
+    for p in range(g.P):
+        for q in range(g.Q):
             rows = slice(p * sh, p * sh + dh * (R - 1) + 1, dh)
             columns = slice(q * sw, q * sw + dw_ * (S - 1) + 1, dw_)
             for grp in range(groups):
@@ -259,6 +370,16 @@ def conv2d_backward_naive(dout, cache):
                 d = dout[:, filters, p, q]                             # (N, K/G)
                 dxpad[:, chans, rows, columns] += xp.einsum("nk,kcrs->ncrs", d, w[filters])
                 dw[filters] += xp.einsum("nk,ncrs->kcrs", d, xpad[:, chans, rows, columns])
-    dx = dxpad[:, :, ph:ph + g["H"], pw:pw + g["W"]]
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    (pt, pb), (pl, pr) = cache.padding
+    H, W = g.H - pt - pb, g.W - pl - pr
+    if cache.padding_mode == "zeros":
+        dx = dxpad[:, :, pt:pt + H, pl:pl + W]
+    else:
+        rows = source_index(H, pt, pb, cache.padding_mode)
+        columns = source_index(W, pl, pr, cache.padding_mode)
+        dx = xp.zeros((g.N, g.C, H, W), dtype=xpad.dtype)
+        for i, src_row in enumerate(rows):
+            for j, src_column in enumerate(columns):
+                dx[:, :, src_row, src_column] += dxpad[:, :, i, j]
+    db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
     return dx, dw, db

@@ -2,10 +2,13 @@
 
     linear:   x (N, D), w (F, D), b (F,)  ->  out (N, F) = x @ w.T + b
               dx = dout @ w,  dw = dout.T @ x,  db = sum_n dout
-    flatten:  x (N, C, H, W) -> (N, C*H*W) in (c, h, w) order, as torch.flatten(x, 1)
+    flatten:  x (N, C, H, W) -> (N, C*H*W) in (c, h, w) order, as torch.flatten(x, 1);
+              any start_dim..end_dim, as torch.flatten(x, start_dim, end_dim)
 """
+from typing import NamedTuple
+
 from .. import backend
-from ._checks import check_dout, check_float, check_rank, check_same_dtype
+from ._checks import check_array, check_dout, check_float, check_rank, check_same_dtype
 
 
 def linear_forward(x, w, b=None):
@@ -31,11 +34,39 @@ def linear_backward(dout, cache):
             dout.sum(axis=0) if has_bias else None)
 
 
-def flatten_forward(x):
-    """x (N, ...) -> (N, prod(...)), cache"""
-    return x.reshape(x.shape[0], -1), x.shape
+class FlattenCache(NamedTuple):
+    x_shape: tuple
+    out_shape: tuple
+
+
+def _dim(layer, dim, ndim, name):
+    """torch's dimension wrap: -1 is the last; a 0-D input counts as 1-D."""
+    rank = max(ndim, 1)
+    if not isinstance(dim, int) or not -rank <= dim < rank:
+        raise ValueError(f"{layer}: {name}={dim!r} is out of range for a {ndim}-D input "
+                         f"(expected an int in [{-rank}, {rank - 1}])")
+    return dim % rank
+
+
+def flatten_forward(x, start_dim=1, end_dim=-1):
+    """x (d0, ..., dn) -> dims start_dim..end_dim merged into one, cache; as torch.flatten."""
+    layer = "flatten"
+    check_array(layer, x)
+    start = _dim(layer, start_dim, x.ndim, "start_dim")
+    end = _dim(layer, end_dim, x.ndim, "end_dim")
+    if start > end:
+        raise ValueError(f"{layer}: start_dim={start_dim} cannot come after end_dim={end_dim} "
+                         f"for a {x.ndim}-D input")
+    shape = tuple(x.shape) if x.ndim else (1,)
+    merged = 1
+    for n in shape[start:end + 1]:
+        merged *= n
+    out_shape = shape[:start] + (merged,) + shape[end + 1:]
+    return x.reshape(out_shape), FlattenCache(tuple(x.shape), out_shape)
 
 
 def flatten_backward(dout, cache):
-    check_dout("flatten", dout, (cache[0], dout.size // max(cache[0], 1)))
-    return dout.reshape(cache)
+    """dout (the forward's output shape) -> dx (the input's shape)"""
+    check_array("flatten backward", dout, "dout")
+    check_dout("flatten", dout, cache.out_shape)
+    return dout.reshape(cache.x_shape)

@@ -1,126 +1,304 @@
 """Max pooling and adaptive average pooling.
 
-max_pool2d:  x (N, C, H, W) -> out (N, C, P, Q)
-    out[n, c, p, q] = max_{r, s} xpad[n, c, p*sh + r, q*sw + s]      (xpad padded with -inf)
-    P = floor((H + 2*pad - R) / stride) + 1
-    backward: each dout goes to the window position that won (its argmax); when
-    several entries tie, the first in row-major window order wins, as in torch.
+max_pool2d:  x (N, C, H, W) or (C, H, W) -> out (N, C, P, Q) (or (C, P, Q))
+    out[n, c, p, q] = max_{r, s} xpad[n, c, p*sh + r*dh, q*sw + s*dw]   (xpad padded with -inf)
+    P = floor((H + 2*pad - dh*(R-1) - 1) / sh) + 1, or with ceil_mode the ceiling,
+        less one if that last window would start past the input and its left padding
+    backward: each dout goes to the window entry that won (its argmax), as torch
+    picks it: entries in row-major window order, the first maximum wins ties, a
+    NaN wins over any number (the last NaN of the window, as torch), and the
+    padding never wins (a window of -inf keeps its first entry inside the input).
 
-adaptive_avg_pool2d:  x (N, C, H, W) -> out (N, C, P, Q), for any P <= H, Q <= W
+adaptive_avg_pool2d:  x (N, C, H, W) -> out (N, C, P, Q), for any P, Q >= 0
     output cell (i, j) averages rows [floor(i*H/P), ceil((i+1)*H/P)) and
     columns [floor(j*W/Q), ceil((j+1)*W/Q)), as torch does; (1, 1) is the
-    global average pool of a ResNet's head.
+    global average pool of a ResNet's head; None in a pair keeps that input size.
     backward: each dout is spread evenly over its cell.
 """
 import math
+from typing import NamedTuple
+
+import numpy as np
 
 from .. import backend
-from ._checks import check_dout, check_float, check_rank, output_size, pair
+from ._checks import check_array, check_dout, check_float, check_image_rank, check_positive, pair
 
 
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
-    """x (N, C, H, W) -> out (N, C, P, Q), cache"""
+class MaxPool2dCache(NamedTuple):
+    """What the max-pool backward needs: the input itself (the winners are found again)."""
+    x: object               # (N, C, H, W)
+    kernel_size: tuple      # (R, S)
+    stride: tuple           # (sh, sw)
+    padding: tuple          # -inf around x: ((top, bottom), (left, right)); ceil_mode may
+                            # make bottom/right larger than top/left
+    dilation: tuple         # (dh, dw)
+    output_size: tuple      # (P, Q)
+    argmax: object          # (N, P, Q, C) window offset r*S + s of each winner, or None
+    unbatched: bool         # the input was (C, H, W)
+
+
+class AdaptiveAvgPool2dCache(NamedTuple):
+    x_shape: tuple          # (N, C, H, W)
+    output_size: tuple      # (P, Q)
+    unbatched: bool
+
+
+def _pool_size(layer, size, kernel, stride, pad, dilation, ceil_mode, axis):
+    """torch's output size of a pooling window along one axis, or a clear error."""
+    span = dilation * (kernel - 1) + 1
+    room = size + 2 * pad - span
+    out = (-(-room // stride) if ceil_mode else room // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1            # the last window must start inside the input or its left padding
+    if room < 0 or out < 1:
+        raise ValueError(f"{layer}: input {axis} {size} (padding {pad}) is smaller than the "
+                         f"kernel's extent {span} (kernel {kernel}, dilation {dilation})")
+    return out
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """x (N, C, H, W) or (C, H, W) -> out (N, C, P, Q) (or (C, P, Q)), cache
+
+    The arguments are torch's (``stride`` None means ``kernel_size``). For
+    torch's ``return_indices``, :func:`max_pool2d_indices` numbers the winners.
+    """
     layer = "max_pool2d"
-    check_rank(layer, x, 4, "(N, C, H, W)")
+    check_array(layer, x)
+    x, unbatched = check_image_rank(layer, x)
     check_float(layer, x)
-    (R, S) = pair(kernel_size, "kernel_size")
-    (sh, sw) = pair(stride if stride is not None else kernel_size, "stride")
-    (ph, pw) = pair(padding, "padding")
-    if ph > R // 2 or pw > S // 2 or min(ph, pw) < 0:
-        raise ValueError(f"{layer}: padding {padding} must be between 0 and half the kernel "
-                         f"size {kernel_size}")
-    xp = backend.get_array_module(x)
+    R, S = pair(kernel_size, "kernel_size")
+    sh, sw = pair(stride if stride is not None else kernel_size, "stride")
+    ph, pw = pair(padding, "padding")
+    dh, dw = pair(dilation, "dilation")
+    check_positive(layer, kernel_size=(R, S), stride=(sh, sw), dilation=(dh, dw))
+    if min(ph, pw) < 0 or ph > (dh * (R - 1) + 1) // 2 or pw > (dw * (S - 1) + 1) // 2:
+        raise ValueError(f"{layer}: padding {padding} must be between 0 and half the kernel's "
+                         f"extent (kernel_size {kernel_size}, dilation {dilation})")
     N, C, H, W = x.shape
-    P = output_size(layer, H, R, sh, ph, 1, "height")
-    Q = output_size(layer, W, S, sw, pw, 1, "width")
+    P = _pool_size(layer, H, R, sh, ph, dh, ceil_mode, "height")
+    Q = _pool_size(layer, W, S, sw, pw, dw, ceil_mode, "width")
+    # ceil_mode's last window may reach past the padding: pad it with -inf too
+    bottom = max(ph, (P - 1) * sh + dh * (R - 1) + 1 - H - ph)
+    right = max(pw, (Q - 1) * sw + dw * (S - 1) + 1 - W - pw)
+    cache = MaxPool2dCache(x, (R, S), (sh, sw), ((ph, bottom), (pw, right)), (dh, dw), (P, Q),
+                           None, unbatched)
+    xp = backend.get_array_module(x)
     out = None
-    for window in _windows(_pad_nhwc(x, ph, pw), R, S, sh, sw, P, Q):
+    for window in _windows(cache):
         if out is None:
             out = xp.array(window)               # a contiguous copy of the first window
         else:
-            xp.maximum(out, window, out=out)
+            xp.maximum(out, window, out=out)     # NaN propagates, as in torch
     # The forward keeps only its input: the backward finds the winners again,
     # so inference pays for no argmax.
-    cache = (x, (R, S), (sh, sw), (ph, pw), (P, Q))
-    return out.transpose(0, 3, 1, 2), cache
+    out = out.transpose(0, 3, 1, 2)
+    return (out[0] if unbatched else out), cache
 
 
-def _pad_nhwc(x, ph, pw):
-    """(N, C, H, W) -> channels-last (N, H+2ph, W+2pw, C), padded with -inf."""
-    xp = backend.get_array_module(x)
-    x_nhwc = x.transpose(0, 2, 3, 1)
-    if ph or pw:
-        x_nhwc = xp.pad(x_nhwc, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=-xp.inf)
-    return x_nhwc
-
-
-def _windows(x_nhwc, R, S, sh, sw, P, Q):
-    """The R*S strided views (N, P, Q, C), one per window offset, in row-major order."""
+def _windows(cache):
+    """The R*S strided views (N, P, Q, C) of the -inf padded channels-last input,
+    one per window offset (r, s), in row-major order."""
+    xp = backend.get_array_module(cache.x)
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+                                          cache.output_size)
+    x_nhwc = cache.x.transpose(0, 2, 3, 1)
+    (top, bottom), (left, right) = cache.padding
+    if top or bottom or left or right:
+        x_nhwc = xp.pad(x_nhwc, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                        constant_values=-xp.inf)
     for r in range(R):
         for s in range(S):
-            yield x_nhwc[:, r:r + sh * (P - 1) + 1:sh, s:s + sw * (Q - 1) + 1:sw]
+            rows = slice(r * dh, r * dh + sh * (P - 1) + 1, sh)
+            yield x_nhwc[:, rows, s * dw:s * dw + sw * (Q - 1) + 1:sw]
+
+
+def _first_inside(cache):
+    """(P, Q, 1) window offset r*S + s of each window's first entry inside the input
+    (0 except for windows that start in the top or left padding)."""
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+                                          cache.output_size)
+    (top, _), (left, _) = cache.padding
+    r0 = np.maximum(0, -((np.arange(P) * sh - top) // dh))        # ceil((top - p*sh) / dh)
+    s0 = np.maximum(0, -((np.arange(Q) * sw - left) // dw))
+    return (r0[:, None] * S + s0[None, :])[:, :, None]
+
+
+def _assign_where(index, mask, k):
+    """index = where(mask, k, index), in place: index += (k - index) * mask, in unsigned
+    arithmetic (the subtraction may wrap; adding it back undoes the wrap), 15x faster
+    than a masked copy."""
+    step = index.dtype.type(k) - index
+    step *= mask
+    index += step
+
+
+def _find_winners(cache, nan_aware):
+    """(N, P, Q, C) offset r*S + s of each window's winner, and the window maxima."""
+    xp = backend.get_array_module(cache.x)
+    R, S = cache.kernel_size
+    N, C = cache.x.shape[:2]
+    P, Q = cache.output_size
+    index_type = xp.uint8 if R * S <= 256 else xp.int32
+    windows = _windows(cache)
+    best = xp.array(next(windows))
+    argmax = xp.empty((N, P, Q, C), dtype=index_type)
+    argmax[...] = xp.asarray(_first_inside(cache).astype(index_type))
+    for k, window in enumerate(windows, start=1):
+        wins = window > best          # strict: an earlier equal maximum keeps its place
+        if nan_aware:
+            wins |= xp.isnan(window)  # torch: a NaN replaces the maximum, even a NaN
+        xp.maximum(best, window, out=best)
+        _assign_where(argmax, wins, k)
+    return argmax, best
+
+
+def max_pool2d_winners(cache):
+    """(N, P, Q, C) window offset r*S + s of the entry each output took, as torch picks it."""
+    if cache.argmax is not None:
+        return cache.argmax
+    argmax, best = _find_winners(cache, nan_aware=False)
+    if bool(backend.get_array_module(best).isnan(best).any()):
+        argmax, _ = _find_winners(cache, nan_aware=True)   # rare: only then pay for isnan
+    return argmax
+
+
+def max_pool2d_indices(cache):
+    """torch's ``return_indices``: (N, C, P, Q) int64 flat index h*W + w of each winner
+    in its input plane (no padding counted)."""
+    xp = backend.get_array_module(cache.x)
+    W = cache.x.shape[3]
+    h0, w0, offsets = _winner_coordinates(cache, W, 1)
+    index = (h0 * W + w0) + xp.asarray(offsets)[max_pool2d_winners(cache)]
+    index = index.transpose(0, 3, 1, 2)
+    return index[0] if cache.unbatched else index
+
+
+def _winner_coordinates(cache, row_stride, column_stride):
+    """Top-left corner (h0, w0) of every window, (1, P, 1, 1) and (1, 1, Q, 1) ints (negative
+    in the padding), and the flat offset of each window entry r*S + s: r*dh*row_stride +
+    s*dw*column_stride."""
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+                                          cache.output_size)
+    (top, _), (left, _) = cache.padding
+    xp = backend.get_array_module(cache.x)
+    h0 = (xp.arange(P) * sh - top).reshape(1, P, 1, 1)
+    w0 = (xp.arange(Q) * sw - left).reshape(1, 1, Q, 1)
+    offsets = np.array([r * dh * row_stride + s * dw * column_stride
+                        for r in range(R) for s in range(S)])
+    return h0, w0, offsets
 
 
 def max_pool2d_backward(dout, cache):
-    """dout (N, C, P, Q) -> dx (N, C, H, W)"""
-    x, (R, S), (sh, sw), (ph, pw), (P, Q) = cache
+    """dout (N, C, P, Q) -> dx (N, C, H, W) (unbatched: (C, P, Q) -> (C, H, W))"""
+    x = cache.x
     N, C, H, W = x.shape
+    P, Q = cache.output_size
+    check_array("max_pool2d backward", dout, "dout")
+    if cache.unbatched:
+        check_dout("max_pool2d", dout, (C, P, Q))
+        dout = dout[None]
     check_dout("max_pool2d", dout, (N, C, P, Q))
     xp = backend.get_array_module(dout)
-    windows = list(_windows(_pad_nhwc(x, ph, pw), R, S, sh, sw, P, Q))
-    # argmax over the window offsets; strict > keeps an earlier equal maximum,
-    # so ties go to the first in row-major order, as in torch
-    index_type = xp.uint8 if R * S <= 256 else xp.int32
-    best, argmax = xp.array(windows[0]), xp.zeros((N, P, Q, C), dtype=index_type)
-    for k, window in enumerate(windows[1:], start=1):
-        wins = window > best
-        xp.maximum(best, window, out=best)
-        # argmax = k where wins: plain arithmetic is 15x faster than a masked copy
-        # (the unsigned subtraction may wrap; adding it back undoes the wrap)
-        step = index_type(k) - argmax
-        step *= wins
-        argmax += step
+    if dout.size == 0 or x.size == 0:
+        dx = xp.zeros(x.shape, dtype=dout.dtype)
+        return dx[0] if cache.unbatched else dx
+    argmax = max_pool2d_winners(cache)
     # Route each dout to its winner with one scatter-add: the flat index of the
-    # winner in the padded channels-last input, summed by bincount (windows
-    # overlap, so two outputs may send their gradient to the same input).
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    n, p, q, c = (xp.arange(size).reshape(shape) for size, shape in zip(
-        (N, P, Q, C), ((N, 1, 1, 1), (1, P, 1, 1), (1, 1, Q, 1), (1, 1, 1, C))))
-    offset = xp.asarray([(r * Wp + s) * C for r in range(R) for s in range(S)])
-    winner = ((n * Hp + p * sh) * Wp + q * sw) * C + c + offset[argmax]
+    # winner in the channels-last input, summed by bincount (windows overlap, so
+    # two outputs may send their gradient to the same input). The padding never
+    # wins, so every index lies inside the input.
+    h0, w0, offsets = _winner_coordinates(cache, W * C, C)
+    n = xp.arange(N).reshape(N, 1, 1, 1)
+    c = xp.arange(C).reshape(1, 1, 1, C)
+    winner = ((n * H + h0) * W + w0) * C + c + xp.asarray(offsets)[argmax]
     dout_nhwc = dout.transpose(0, 2, 3, 1)
-    dx = xp.bincount(winner.ravel(), weights=dout_nhwc.ravel(), minlength=N * Hp * Wp * C)
-    dx = dx.astype(dout.dtype, copy=False).reshape(N, Hp, Wp, C)
-    return dx[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
+    dx = xp.bincount(winner.ravel(), weights=dout_nhwc.ravel(), minlength=N * H * W * C)
+    dx = dx.astype(dout.dtype, copy=False).reshape(N, H, W, C).transpose(0, 3, 1, 2)
+    return dx[0] if cache.unbatched else dx
 
 
+# --------------------------------------------------------------------------- #
+# Naive reference: torch's rule, one window at a time
+# --------------------------------------------------------------------------- #
+def max_pool2d_backward_naive(dout, cache):
+    """The backward by loops over output positions (slow; for tests and teaching).
+
+    Each window is cut to its part inside the input (no padding at all); its
+    entries are visited in row-major order and one replaces the running maximum
+    when it is larger or NaN, exactly as torch's CPU kernel does; that entry
+    receives the window's dout. dout (N, C, P, Q) -> dx (N, C, H, W), 4-D only.
+    """
+    x = cache.x
+    xp = backend.get_array_module(x)
+    N, C, H, W = x.shape
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+                                          cache.output_size)
+    (top, _), (left, _) = cache.padding
+    dx = xp.zeros(x.shape, dtype=dout.dtype)
+    for p in range(P):
+        rows = [p * sh - top + r * dh for r in range(R) if 0 <= p * sh - top + r * dh < H]
+        for q in range(Q):
+            columns = [q * sw - left + s * dw for s in range(S)
+                       if 0 <= q * sw - left + s * dw < W]
+            best = xp.full((N, C), -xp.inf, dtype=x.dtype)
+            winner = xp.zeros((N, C), dtype=xp.int64)
+            entries = [(h, w) for h in rows for w in columns]
+            for j, (h, w) in enumerate(entries):
+                value = x[:, :, h, w]
+                wins = (value > best) | xp.isnan(value)
+                best = xp.where(wins, value, best)
+                winner = xp.where(wins, j, winner)
+            for j, (h, w) in enumerate(entries):
+                dx[:, :, h, w] += xp.where(winner == j, dout[:, :, p, q], 0)
+    return dx
+
+
+# --------------------------------------------------------------------------- #
+# Adaptive average pooling
+# --------------------------------------------------------------------------- #
 def _cells(size, out_size):
     """torch's adaptive pooling cells: [floor(i*size/out), ceil((i+1)*size/out))."""
     return [(i * size // out_size, math.ceil((i + 1) * size / out_size)) for i in range(out_size)]
 
 
+def _adaptive_size(layer, output_size, H, W):
+    """An int or a pair of ints or None (None keeps that input size) -> (P, Q)."""
+    sizes = (output_size, output_size) if isinstance(output_size, int) else output_size
+    sizes = tuple(sizes) if isinstance(sizes, (tuple, list)) else ()
+    if len(sizes) != 2 or not all(s is None or (isinstance(s, int) and s >= 0) for s in sizes):
+        raise ValueError(f"{layer}: output_size must be an int >= 0 or a pair of them (None in "
+                         f"the pair keeps that input size), got {output_size!r}")
+    return tuple(n if s is None else s for s, n in zip(sizes, (H, W)))
+
+
 def adaptive_avg_pool2d_forward(x, output_size=(1, 1)):
-    """x (N, C, H, W) -> out (N, C, P, Q), cache"""
+    """x (N, C, H, W) or (C, H, W) -> out (N, C, P, Q) (or (C, P, Q)), cache"""
     layer = "adaptive_avg_pool2d"
-    check_rank(layer, x, 4, "(N, C, H, W)")
+    check_array(layer, x)
+    x, unbatched = check_image_rank(layer, x)
     check_float(layer, x)
-    P, Q = pair(output_size, "output_size")
     N, C, H, W = x.shape
-    if not (0 < P <= H and 0 < Q <= W):
-        raise ValueError(f"{layer}: output size {(P, Q)} must be between 1 and the input "
-                         f"size {(H, W)}")
+    P, Q = _adaptive_size(layer, output_size, H, W)
+    if (P or Q) and not (H and W):
+        raise ValueError(f"{layer}: input size {(H, W)} is empty; cannot pool it to {(P, Q)}")
     xp = backend.get_array_module(x)
     x_nhwc = x.transpose(0, 2, 3, 1)
     out = xp.empty((N, P, Q, C), dtype=x.dtype)
     for i, (h0, h1) in enumerate(_cells(H, P)):
         for j, (w0, w1) in enumerate(_cells(W, Q)):
             out[:, i, j] = x_nhwc[:, h0:h1, w0:w1].mean(axis=(1, 2))
-    return out.transpose(0, 3, 1, 2), (x.shape, (P, Q))
+    out = out.transpose(0, 3, 1, 2)
+    return (out[0] if unbatched else out), AdaptiveAvgPool2dCache(tuple(x.shape), (P, Q), unbatched)
 
 
 def adaptive_avg_pool2d_backward(dout, cache):
-    """dout (N, C, P, Q) -> dx (N, C, H, W)"""
-    (N, C, H, W), (P, Q) = cache
+    """dout (N, C, P, Q) -> dx (N, C, H, W) (unbatched: (C, P, Q) -> (C, H, W))"""
+    N, C, H, W = cache.x_shape
+    P, Q = cache.output_size
+    check_array("adaptive_avg_pool2d backward", dout, "dout")
+    if cache.unbatched:
+        check_dout("adaptive_avg_pool2d", dout, (C, P, Q))
+        dout = dout[None]
     check_dout("adaptive_avg_pool2d", dout, (N, C, P, Q))
     xp = backend.get_array_module(dout)
     dout_nhwc = dout.transpose(0, 2, 3, 1)
@@ -129,4 +307,5 @@ def adaptive_avg_pool2d_backward(dout, cache):
         for j, (w0, w1) in enumerate(_cells(W, Q)):
             area = (h1 - h0) * (w1 - w0)
             dx[:, h0:h1, w0:w1] += dout_nhwc[:, i:i + 1, j:j + 1] / area
-    return dx.transpose(0, 3, 1, 2)
+    dx = dx.transpose(0, 3, 1, 2)
+    return dx[0] if cache.unbatched else dx

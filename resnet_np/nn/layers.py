@@ -12,6 +12,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..functional._checks import pair
+from ..functional.conv import conv_padding
 from .module import Module, Parameter
 
 
@@ -22,21 +23,33 @@ def _uniform(shape, bound, dtype):
 class Conv2d(Module):
     """2-D convolution. weight (K, C/G, R, S), bias (K,) when ``bias=True``.
 
-    Initialised as torch does: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    with fan_in = C/G * R * S, for the weight and the bias alike.
+    torch.nn.Conv2d's signature: ``padding`` an int, a pair, 'same' or 'valid';
+    ``padding_mode`` 'zeros', 'reflect', 'replicate' or 'circular'; ``dtype``
+    keyword-only. Initialised as torch does: kaiming_uniform(a=sqrt(5)), i.e.
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = C/G * R * S, for the weight
+    and the bias alike.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, dtype="float32"):
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", *, dtype="float32"):
         super().__init__()
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"Conv2d: groups must be a positive integer, got {groups!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
+        if padding_mode not in F.PADDING_MODES:
+            raise ValueError(f"Conv2d: padding_mode must be one of {F.PADDING_MODES}, got "
+                             f"padding_mode={padding_mode!r}")
         dtype = backend.resolve_dtype(dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
-        self.dilation, self.groups = pair(dilation, "dilation"), groups
+        self.stride, self.dilation = pair(stride, "stride"), pair(dilation, "dilation")
+        self.groups = groups
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding")
+        self.padding_mode = padding_mode
+        # the per-side amounts; checks 'same' against the stride, and negative padding
+        conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, "Conv2d")
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = 1 / math.sqrt(fan_in)
         self.weight = Parameter(_uniform((out_channels, in_channels // groups) + self.kernel_size,
@@ -46,7 +59,8 @@ class Conv2d(Module):
     def forward(self, x):
         out, cache = F.conv2d_forward(x, self.weight.data,
                                       None if self.bias is None else self.bias.data,
-                                      self.stride, self.padding, self.dilation, self.groups)
+                                      self.stride, self.padding, self.dilation, self.groups,
+                                      self.padding_mode)
         self._save(cache)
         return out
 
@@ -67,7 +81,11 @@ class Conv2d(Module):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
-        return s + ("" if self.bias is not None else ", bias=False")
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
 
 
 class BatchNorm2d(Module):
@@ -125,23 +143,37 @@ class ReLU(Module):
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
+    """torch.nn.MaxPool2d: (N, C, H, W) or (C, H, W); with ``return_indices`` the forward
+    returns (out, indices), indices numbered as torch does (h*W + w in each input plane)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, x):
-        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                          self.dilation, self.ceil_mode)
+        if self.return_indices:
+            cache = cache._replace(argmax=F.max_pool2d_winners(cache))
+            indices = F.max_pool2d_indices(cache)
         self._save(cache)
-        return out
+        return (out, indices) if self.return_indices else out
 
     def backward(self, dout):
         return F.max_pool2d_backward(dout, self._pop_cache())
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
 class AdaptiveAvgPool2d(Module):
+    """torch.nn.AdaptiveAvgPool2d: ``output_size`` an int or a pair; None keeps that size."""
+
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
@@ -159,15 +191,23 @@ class AdaptiveAvgPool2d(Module):
 
 
 class Flatten(Module):
-    """(N, C, H, W) -> (N, C*H*W), as torch.nn.Flatten() (start_dim=1)."""
+    """Dims ``start_dim``..``end_dim`` merged into one, as torch.nn.Flatten
+    (by default (N, C, H, W) -> (N, C*H*W))."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
-        out, cache = F.flatten_forward(x)
+        out, cache = F.flatten_forward(x, self.start_dim, self.end_dim)
         self._save(cache)
         return out
 
     def backward(self, dout):
         return F.flatten_backward(dout, self._pop_cache())
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class Linear(Module):
