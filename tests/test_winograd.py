@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from resnet_np.functional import conv2d_backward, conv2d_forward
-from resnet_np.functional.winograd import (winograd_conv3x3_backward, winograd_conv3x3_forward,
-                                           winograd_matrices)
+from resnet_np.functional.winograd import (use_winograd, winograd_conv3x3_backward,
+                                           winograd_conv3x3_forward, winograd_matrices)
 
 # Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural Networks".
 LAVIN = {
@@ -54,8 +54,9 @@ def reference(x, w, dout, padding):
     """conv2d by im2col on the explicitly padded input: out, dx, dw."""
     (top, bottom), (left, right) = padding
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    out, cache = conv2d_forward(padded, w)
-    dx, dw, _ = conv2d_backward(dout, cache)
+    with use_winograd(False):
+        out, cache = conv2d_forward(padded, w)
+        dx, dw, _ = conv2d_backward(dout, cache)
     H, W = x.shape[2:]
     return out, dx[:, :, top:top + H, left:left + W], dw
 
@@ -81,9 +82,49 @@ def test_float32_error_against_the_float64_truth(m, bound):
     """F(4, 3) rounds more than im2col (entries up to 8 and 1/24), F(2, 3) about as much."""
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 64, 14, 14)), rng.standard_normal((64, 64, 3, 3)) / 24
-    truth, _ = conv2d_forward(x, w, padding=1)
+    with use_winograd(False):
+        truth, _ = conv2d_forward(x, w, padding=1)
+        direct, _ = conv2d_forward(x.astype(np.float32), w.astype(np.float32), padding=1)
     ours, _ = winograd_conv3x3_forward(x.astype(np.float32), w.astype(np.float32), m=m)
-    direct, _ = conv2d_forward(x.astype(np.float32), w.astype(np.float32), padding=1)
     error = np.linalg.norm(ours - truth) / np.linalg.norm(truth)
     assert ours.dtype == np.float32 and error < bound
     assert error >= 0.5 * np.linalg.norm(direct - truth) / np.linalg.norm(truth)
+
+
+def test_conv2d_uses_winograd_where_it_is_picked_and_im2col_elsewhere():
+    rng = np.random.default_rng(4)
+    x, w, b = rng.standard_normal((2, 4, 16, 16)), rng.standard_normal((5, 4, 3, 3)), \
+        rng.standard_normal(5)
+    out, cache = conv2d_forward(x, w, b, padding=1, winograd=True)
+    assert cache.winograd is not None and cache.cols is None          # 16x16 output: F(4x4)
+    assert conv2d_forward(x, w, b, padding=1)[1].winograd is None      # not asked for
+    with use_winograd(False):
+        ref, ref_cache = conv2d_forward(x, w, b, padding=1, winograd=True)
+    assert ref_cache.winograd is None                                 # switched off
+    dout = rng.standard_normal(out.shape)
+    for a, b_ in zip((out,) + conv2d_backward(dout, cache), (ref,) + conv2d_backward(dout, ref_cache)):
+        assert np.abs(a - b_).max() < 1e-10
+    for kwargs in (dict(stride=2, padding=1), dict(padding=2, dilation=2), dict(padding=3)):
+        assert conv2d_forward(x, w, winograd=True, **kwargs)[1].winograd is None, kwargs
+    small = conv2d_forward(x[:, :, :8, :8], w, padding=1, winograd=True)[1]
+    assert small.winograd is None                                     # a small map: im2col
+
+
+def test_conv2d_module_uses_winograd_for_inference_only(monkeypatch):
+    import resnet_np as rn
+    from resnet_np.functional import conv as conv_module
+    calls = []
+    real = conv_module.winograd_conv3x3_forward
+    monkeypatch.setattr(conv_module, "winograd_conv3x3_forward",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    conv = rn.nn.Conv2d(4, 5, 3, padding=1, dtype="float64")
+    x = np.random.default_rng(5).standard_normal((2, 4, 16, 16))
+    train_out = conv(x)
+    assert conv._pop_cache().winograd is None
+    with rn.no_grad():
+        with use_winograd(False):
+            exact = conv(x)
+        assert not calls
+        fast = conv(x)
+    assert len(calls) == 1
+    assert np.abs(fast - exact).max() < 1e-12 and np.abs(train_out - exact).max() < 1e-12

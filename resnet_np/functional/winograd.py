@@ -66,12 +66,55 @@ from functools import lru_cache
 from math import gcd, lcm
 from typing import NamedTuple
 
+import contextlib
+import os
+
 import numpy as np
 
 from .. import backend
 
 # Interpolation points of F(m, 3), infinity implied: the usual, best-conditioned choices.
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, -2)}
+
+
+# --------------------------------------------------------------------------- #
+# When conv2d uses it
+# --------------------------------------------------------------------------- #
+_enabled = {"on": os.environ.get("RESNET_NP_WINOGRAD", "1") != "0"}
+
+
+@contextlib.contextmanager
+def use_winograd(enabled=True):
+    """Within this context conv2d uses Winograd where :func:`winograd_tile` picks it
+    (the default; ``RESNET_NP_WINOGRAD=0`` in the environment turns it off), or never."""
+    old = _enabled["on"]
+    _enabled["on"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled["on"] = old
+
+
+def winograd_tile(x, g):
+    """The output tile side m of the Winograd algorithm conv2d uses for input ``x`` and
+    geometry ``g`` (a ConvGeometry), or 0 for im2col.
+
+    Only 3x3, stride 1, dilation 1, one group, zero padding of at most 2, on NumPy
+    (on a GPU the generic path has not been measured against it). F(4x4, 3x3) where
+    measured faster than im2col: see benchmarks/winograd.py for the figures behind
+    :data:`MIN_PIXELS`.
+    """
+    if not _enabled["on"] or backend.get_array_module(x) is not np:
+        return 0
+    if (g.R, g.S, g.stride, g.dilation, g.G) != (3, 3, (1, 1), (1, 1), 1):
+        return 0
+    if max(max(p) for p in g.padding) > 2 or g.P < 2 or g.Q < 2:
+        return 0
+    return 4 if g.P * g.Q >= MIN_PIXELS else 0
+
+
+# F(4x4, 3x3) runs for output maps of at least this many pixels.
+MIN_PIXELS = 14 * 14
 
 
 @lru_cache(maxsize=None)

@@ -13,7 +13,7 @@ from .. import backend
 from .. import functional as F
 from ..functional._checks import pair
 from ..functional.conv import conv_padding
-from .module import Module, Parameter
+from .module import Module, Parameter, is_grad_enabled
 
 
 def _uniform(shape, bound, dtype):
@@ -57,10 +57,12 @@ class Conv2d(Module):
         self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, x):
+        # Winograd only without gradients: its float32 rounding, a few times im2col's,
+        # would compound through a deep network's backward pass.
         out, cache = F.conv2d_forward(x, self.weight.data,
                                       None if self.bias is None else self.bias.data,
                                       self.stride, self.padding, self.dilation, self.groups,
-                                      self.padding_mode)
+                                      self.padding_mode, winograd=not is_grad_enabled())
         self._save(cache)
         return out
 
