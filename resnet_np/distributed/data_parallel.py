@@ -37,20 +37,22 @@ def broadcast_state(model, comm, root=0, parameters=True, buffers=True):
     """
     if comm.size == 1:
         return model
-    arrays = []
-    if parameters:
-        arrays += [p.data for p in model.parameters()]
-    if buffers:
-        arrays += list(model.buffers())
-    for dtype in sorted({a.dtype.name for a in arrays}):
-        group = [a for a in arrays if a.dtype.name == dtype]
-        xp = backend.get_array_module(group[0])
-        flat = xp.concatenate([a.reshape(-1) for a in group])
+    state = model.state_dict()
+    trained = {name for name, _ in model.named_parameters()}
+    keys = [key for key in state if (parameters if key in trained else buffers)]
+    received = {}
+    for dtype in sorted({state[key].dtype.name for key in keys}):
+        group = [key for key in keys if state[key].dtype.name == dtype]
+        xp = backend.get_array_module(state[group[0]])
+        flat = xp.concatenate([xp.asarray(state[key]).reshape(-1) for key in group])
         comm.broadcast(flat, root)
         offset = 0
-        for a in group:
-            a[...] = flat[offset:offset + a.size].reshape(a.shape)
-            offset += a.size
+        for key in group:
+            shape = state[key].shape
+            size = int(np.prod(shape))
+            received[key] = flat[offset:offset + size].reshape(shape)
+            offset += size
+    model.load_state_dict(received, strict=False)
     return model
 
 
