@@ -1,15 +1,17 @@
 """Programs that tests/test_distributed.py runs under ``mpiexec -n 2``.
 
-    python tests/mpi_worker.py library OUT.npz
+    python tests/mpi_worker.py library OUT.npz [--device gpu]
         A tiny float64 network trained by DataParallel + ShardedLoader, with
         synchronised batch norm (SGD, then AdamW) and with batch norm per rank
-        (SGD); rank 0 writes the final states and losses to OUT.npz.
+        (SGD); rank 0 writes the final states and losses to OUT.npz. On the
+        GPU (one per rank) the communicator is NCCL.
 
-    python tests/mpi_worker.py cli [--tiny-model] [--interrupt-rank R --at-batch K]
+    python tests/mpi_worker.py cli [--tiny] [--interrupt-rank R --at-batch K]
                                    [--fail-rank R] -- TRAIN ARGUMENTS
-        ``resnet-np`` itself (its main()), optionally with the tiny network in
-        place of the ResNet, with Ctrl-C sent to rank R after its batch K of
-        the first epoch, or with rank R failing at its second step.
+        ``resnet-np`` itself (its main()), optionally with the tiny network and
+        random images (no scikit-learn to import) in place of the ResNet and
+        the digits, with Ctrl-C sent to rank R after its batch K of the first
+        epoch, or with rank R failing at its second step.
 
 The single-process references the tests compare against are built from the
 same pieces (``tiny_model``, ``tiny_dataset``, ``make_optimizer``) in the test.
@@ -54,10 +56,18 @@ def tiny_model(seed):
     return TinyNet()
 
 
-def tiny_dataset(n=50, size=6):
-    rng = np.random.default_rng(7)
+def tiny_dataset(n=50, size=6, seed=7):
+    rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     return Dataset(images, rng.integers(0, 3, n).astype(np.int64), ["a", "b", "c"], "tiny")
+
+
+def use_tiny_network_and_data(trainer_module, setattr=setattr):
+    """The trainer builds TinyNet and loads 60 + 30 random 8x8 images of 3 classes."""
+    setattr(trainer_module, "model_from_config", lambda config, device="cpu":
+            TinyNet(config["num_classes"], config["dtype"]).to(device))
+    setattr(trainer_module, "load_dataset", lambda name, data_dir, split, image_size:
+            tiny_dataset(60 if split == "train" else 30, 8, seed=int(split == "train")))
 
 
 def make_optimizer(name, params):
@@ -70,10 +80,10 @@ def numpy_state(model):
     return {key: np.array(backend.to_numpy(value)) for key, value in model.state_dict().items()}
 
 
-def run_library(comm, out):
+def run_library(comm, out, device="cpu"):
     results = {}
     for name, (sync_bn, optimizer_name) in SCENARIOS.items():
-        model = tiny_model(seed=100 + comm.rank)   # unequal on purpose: the broadcast fixes it
+        model = tiny_model(seed=100 + comm.rank).to(device)   # unequal: the broadcast fixes it
         # Buckets of ~600 bytes: several per step, started during the backward pass.
         parallel = distributed.DataParallel(model, comm, sync_bn=sync_bn, bucket_mb=6e-4,
                                             overlap=name != "sync_adamw")
@@ -84,7 +94,8 @@ def run_library(comm, out):
         criterion, losses = CrossEntropyLoss(), []
         for _ in range(EPOCHS):
             for x, y in loader:
-                loss = float(criterion(parallel(x.astype(np.float64)), y))
+                x, y = (backend.to_device(a, device) for a in (x.astype(np.float64), y))
+                loss = float(criterion(parallel(x), y))
                 optimizer.zero_grad()
                 parallel.backward(criterion.backward())
                 optimizer.step()
@@ -100,9 +111,8 @@ def run_cli(args, argv):
     from resnet_np import cli
     from resnet_np.training import trainer as trainer_module
     rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
-    if args.tiny_model:
-        trainer_module.model_from_config = lambda config, device="cpu": TinyNet(
-            config["num_classes"], config["dtype"]).to(device)
+    if args.tiny:
+        use_tiny_network_and_data(trainer_module)
     if args.interrupt_rank == rank:
         init = trainer_module.Trainer.__init__
 
@@ -127,17 +137,18 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["library", "cli"])
     parser.add_argument("out", nargs="?")
-    parser.add_argument("--tiny-model", action="store_true")
+    parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--interrupt-rank", type=int)
     parser.add_argument("--at-batch", type=int, default=1)
     parser.add_argument("--fail-rank", type=int)
+    parser.add_argument("--device", default="cpu")
     argv = sys.argv[1:]
     rest = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if args.mode == "library":
-        comm = distributed.init()
+        comm = distributed.init(args.device)
         with distributed.abort_on_error(comm, "mpi_worker"):
-            run_library(comm, args.out)
+            run_library(comm, args.out, args.device)
         return 0
     return run_cli(args, rest)
 

@@ -168,16 +168,16 @@ def test_batch_norm_per_rank_equals_the_per_rank_semantics(library_run):
 # --------------------------------------------------------------------------- #
 # The command: mpiexec -n 2 resnet-np train ...
 # --------------------------------------------------------------------------- #
-# The tiny network in place of ResNet-18 (see mpi_worker.py), in float64.
+# With --tiny (see mpi_worker.py): the tiny network and random images in place of
+# ResNet-18 and the digits, in float64.
 TINY_RUN = ["train", "--image-size", "8", "--dtype", "float64", "--limit", "40",
             "--test-limit", "15", "--epochs", "2", "--no-progress"]
 
 
 def tiny_in_place_of_resnets(monkeypatch):
-    from mpi_worker import TinyNet
+    from mpi_worker import use_tiny_network_and_data
     from resnet_np.training import trainer as trainer_module
-    monkeypatch.setattr(trainer_module, "model_from_config", lambda config, device="cpu":
-                        TinyNet(config["num_classes"], config["dtype"]).to(device))
+    use_tiny_network_and_data(trainer_module, monkeypatch.setattr)
 
 
 def run_files(folder):
@@ -191,7 +191,7 @@ def test_mpiexec_resnet_np_train_with_sync_bn_equals_one_process_at_twice_the_ba
         tmp_path, monkeypatch):
     from resnet_np import cli
     run = [*TINY_RUN, "--no-augment", "--optimizer", "adamw"]
-    two = mpiexec([WORKER, "cli", "--tiny-model", "--", *run, "--batch-size", "4", "--sync-bn",
+    two = mpiexec([WORKER, "cli", "--tiny", "--", *run, "--batch-size", "4", "--sync-bn",
                    "--out", str(tmp_path / "two")])
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 processes x batch 4 = 8 images per step" in two.stdout
@@ -217,7 +217,7 @@ def test_mpiexec_resnet_np_train_with_sync_bn_equals_one_process_at_twice_the_ba
 def whole_run(tmp_path_factory):
     """A 2-rank run of the tiny network, batch norm per rank, augmentation on."""
     out = tmp_path_factory.mktemp("whole")
-    proc = mpiexec([WORKER, "cli", "--tiny-model", "--", *TINY_RUN, "--batch-size", "4",
+    proc = mpiexec([WORKER, "cli", "--tiny", "--", *TINY_RUN, "--batch-size", "4",
                     "--out", str(out)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
@@ -226,12 +226,12 @@ def whole_run(tmp_path_factory):
 @needs_mpi
 def test_an_interrupted_and_resumed_two_rank_run_equals_an_uninterrupted_one(whole_run, tmp_path):
     # Ctrl-C reaches rank 1 only, after its batch 2: every rank stops after that batch.
-    cut = mpiexec([WORKER, "cli", "--tiny-model", "--interrupt-rank", "1", "--at-batch", "2",
+    cut = mpiexec([WORKER, "cli", "--tiny", "--interrupt-rank", "1", "--at-batch", "2",
                    "--", *TINY_RUN, "--batch-size", "4", "--out", str(tmp_path)])
     assert cut.returncode == 130, cut.stdout + cut.stderr
     assert "interrupted at epoch 1/2, batch 2/5" in cut.stdout
     assert load_checkpoint(tmp_path / "last.npz").progress["batch"] == 2
-    resumed = mpiexec([WORKER, "cli", "--tiny-model", "--", "train", "--resume",
+    resumed = mpiexec([WORKER, "cli", "--tiny", "--", "train", "--resume",
                        str(tmp_path / "last.npz"), "--no-progress"])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming last.npz at epoch 1, batch 2/5" in resumed.stdout
@@ -263,7 +263,7 @@ def test_resuming_on_another_number_of_processes_says_what_to_do(whole_run, caps
 @needs_mpi
 def test_a_failing_rank_ends_every_rank_within_seconds_with_its_message(tmp_path):
     start = time.monotonic()
-    proc = mpiexec([WORKER, "cli", "--tiny-model", "--fail-rank", "1", "--", *TINY_RUN,
+    proc = mpiexec([WORKER, "cli", "--tiny", "--fail-rank", "1", "--", *TINY_RUN,
                     "--batch-size", "4", "--out", str(tmp_path)], timeout=120)
     seconds = time.monotonic() - start
     assert proc.returncode != 0
@@ -377,3 +377,70 @@ def test_a_resnet_converted_to_sync_batch_norm_computes_the_same_on_one_rank():
     for key, value in plain.state_dict().items():
         np.testing.assert_allclose(synced.state_dict()[key], value, rtol=0, atol=1e-13,
                                    err_msg=key)
+
+
+# --------------------------------------------------------------------------- #
+# GPUs: NCCL (marked gpu: tests/conftest.py skips these, with the reason, without a GPU)
+# --------------------------------------------------------------------------- #
+def _skip_without_nccl(gpus=1):
+    if MPI4PY is not None:
+        pytest.skip(MPI4PY)
+    import cupy
+    try:
+        from cupy.cuda import nccl
+        nccl.get_version()
+    except Exception as err:   # CuPy built without NCCL, or the library is missing
+        pytest.skip(f"CuPy cannot use NCCL ({type(err).__name__}: {err})")
+    if cupy.cuda.runtime.getDeviceCount() < gpus:
+        pytest.skip(f"needs {gpus} GPUs (one per rank), found "
+                    f"{cupy.cuda.runtime.getDeviceCount()}")
+    if gpus > 1 and MPIEXEC is None:
+        pytest.skip("no mpiexec on PATH; pip install -e '.[mpi]'")
+    return cupy
+
+
+@pytest.mark.gpu
+def test_nccl_collectives_and_sync_batch_norm_on_one_gpu():
+    cupy = _skip_without_nccl()
+    comm = distributed.NCCLCommunicator(distributed.MPICommunicator())
+    a = cupy.arange(6, dtype=cupy.float64)
+    assert comm.allreduce(a) is a and a.tolist() == list(range(6))   # one rank: the identity
+    b = cupy.ones(5, dtype=cupy.float32)
+    comm.iallreduce(b).wait()
+    comm.broadcast(b)
+    assert b.tolist() == [1.0] * 5
+    with pytest.raises(TypeError, match="CuPy arrays"):
+        comm.allreduce(np.ones(3))
+    rng = np.random.default_rng(1)
+    x, dout = (cupy.asarray(rng.standard_normal((4, 3, 5, 5))) for _ in range(2))
+    gamma, beta = cupy.asarray(rng.standard_normal(3)), cupy.asarray(rng.standard_normal(3))
+    stats = [cupy.zeros(3), cupy.ones(3)], [cupy.zeros(3), cupy.ones(3)]
+    out, cache = F.batch_norm2d_forward(x, gamma, beta, *stats[0], training=True)
+    sync_out, sync_cache = distributed.sync_batch_norm2d_forward(x, gamma, beta, *stats[1], comm)
+    cupy.testing.assert_allclose(sync_out, out, rtol=0, atol=1e-12)
+    for a, b in zip(F.batch_norm2d_backward(dout, cache),
+                    distributed.sync_batch_norm2d_backward(dout, sync_cache)):
+        cupy.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_two_ranks_on_two_gpus_with_nccl_equal_one_process(tmp_path):
+    _skip_without_nccl(gpus=2)
+    proc = mpiexec([WORKER, "library", str(tmp_path / "ranks.npz"), "--device", "gpu"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with np.load(tmp_path / "ranks.npz") as npz:
+        ranks = {key: npz[key] for key in npz.files}
+    for scenario in ("sync_sgd", "sync_adamw"):
+        state, losses = one_process(SCENARIOS[scenario][1])
+        got = {key: ranks[f"{scenario}/{key}"] for key in state}
+        abs_diff, rel_diff = differences(got, state)
+        print(f"nccl {scenario}: max abs {abs_diff:.2e}, max rel {rel_diff:.2e}")
+        assert abs_diff < TOL, scenario
+        assert differences({"l": ranks[f"{scenario}/losses"].mean(axis=1)}, {"l": losses})[0] < TOL
+    state, _ = per_rank_in_one_process()
+    assert differences({key: ranks[f"local_sgd/{key}"] for key in state}, state)[0] < TOL
+    run = mpiexec(["-m", "resnet_np", *TINY_RUN, "--model", "resnet18", "--limit", "16",
+                   "--epochs", "1", "--batch-size", "4", "--device", "gpu", "--sync-bn",
+                   "--out", str(tmp_path / "cli")])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 processes x batch 4" in run.stdout and (tmp_path / "cli" / "last.npz").exists()
