@@ -303,15 +303,16 @@ def _train_on(args, comm):
     from .training import TrainConfig, Trainer
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     progress = not args.no_progress
+    ranks = {} if comm is None else {"comm": comm}
     if args.resume:
         trainer = Trainer.resume(args.resume, args.out, overrides=given, progress=progress,
-                                 comm=comm)
+                                 **ranks)
     else:
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}"
         if comm is not None:
             name = comm.bcast_object(name)  # one folder for every rank
-        trainer = Trainer(config, args.out or Path("runs") / name, progress=progress, comm=comm)
+        trainer = Trainer(config, args.out or Path("runs") / name, progress=progress, **ranks)
     summary = trainer.fit()
     return EXIT_INTERRUPTED if summary["interrupted"] else 0
 

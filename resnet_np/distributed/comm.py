@@ -111,7 +111,7 @@ class MPICommunicator:
     def allgather_object(self, obj):
         return self.comm.allgather(obj)
 
-    def finish(self, timeout=120.0):
+    def finish(self, timeout=60.0):
         """Wait for every rank to get here; abort the job if one has not after ``timeout`` s.
 
         A rank that took another path (it stopped while the others still wait
@@ -223,7 +223,7 @@ class NCCLCommunicator:
     def allgather_object(self, obj):
         return self.mpi.allgather_object(obj)
 
-    def finish(self, timeout=120.0):
+    def finish(self, timeout=60.0):
         self.cupy.cuda.get_current_stream().synchronize()
         self.mpi.finish(timeout)
 

@@ -43,6 +43,7 @@ from .atomic import atomic_write_text
 from .checkpoint import (CheckpointError, capture_rng_state, check_model_config, describe_model,
                          model_from_config, restore_model, restore_rng_state, save_checkpoint)
 from .config import TrainConfig
+from .evaluate import evaluate
 from .metrics import MetricsWriter, topk_correct
 from .plots import plot_confusion_matrix, plot_history
 from .progress import log as default_log
@@ -352,10 +353,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(self, desc="test"):
-        """Every rank evaluates its shard of the test set (rank 0's batch-norm statistics)."""
-        return distributed.evaluate_sharded(self.model, self.test_loader, self.comm,
-                                            self.config.device, progress=self.progress,
-                                            desc=desc, share_buffers=not self.config.sync_bn)
+        """Every rank evaluates its shard of the test set (with rank 0's batch-norm statistics)."""
+        if self.comm.size > 1 and not self.config.sync_bn:
+            distributed.broadcast_state(self.model, self.comm, parameters=False)
+        result = evaluate(self.model, self.test_loader, self.config.device,
+                          progress=self.progress, desc=desc)
+        return distributed.reduce_eval(result, self.comm)
 
     def _save(self, path):
         if not self.is_main:
