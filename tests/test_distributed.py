@@ -444,3 +444,33 @@ def test_two_ranks_on_two_gpus_with_nccl_equal_one_process(tmp_path):
                    "--out", str(tmp_path / "cli")])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 processes x batch 4" in run.stdout and (tmp_path / "cli" / "last.npz").exists()
+
+
+class _TwoRanks:
+    """allgather_object of a 2-rank job, played in one process: the parts are given."""
+    size = 2
+
+    def __init__(self, rank, parts):
+        self.rank, self.parts = rank, parts
+
+    def allgather_object(self, obj):
+        return self.parts
+
+
+def test_eval_results_of_strided_shards_combine_into_the_whole_sets():
+    from resnet_np.training.evaluate import EvalResult
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(0, 4, 11), rng.integers(0, 4, 11)
+    parts = []
+    for rank in range(2):
+        lab, pred = labels[rank::2], predictions[rank::2]
+        parts.append((0.5 * len(lab), int((lab == pred).sum()), len(lab), lab, pred))
+    results = [EvalResult(loss=0.5, top1=p[1] / p[2], top5=1.0, labels=p[3], predictions=p[4])
+               for p in parts]
+    whole = distributed.reduce_eval(results[1], _TwoRanks(1, [
+        (r.loss * r.count, round(r.top1 * r.count), round(r.top5 * r.count), r.labels,
+         r.predictions) for r in results]))
+    assert np.array_equal(whole.labels, labels) and np.array_equal(whole.predictions, predictions)
+    assert whole.top1 == (labels == predictions).mean() and whole.top5 == 1.0
+    assert np.array_equal(whole.confusion_matrix(4), EvalResult(
+        0.5, 0, 0, labels, predictions).confusion_matrix(4))
