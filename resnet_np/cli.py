@@ -112,13 +112,21 @@ def _add_train(commands):
         "and config.json. --resume continues a run exactly where it stopped; the first\n"
         "Ctrl-C or SIGTERM finishes the current batch, saves last.npz and stops (exit\n"
         "status 130 or 143). A run that diverges (NaN) stops with an error, and its\n"
-        "checkpoints keep the last finite state.",
+        "checkpoints keep the last finite state.\n\n"
+        "Under `mpiexec -n N` the N processes train one model (data parallel; MPI, or\n"
+        "NCCL with --device gpu): rank 0's weights at the start, gradients averaged.\n"
+        "Each epoch's shuffled order is split into N disjoint shares, the last (fewer\n"
+        "than N) images of the order dropped, never padded; --batch-size is per process\n"
+        "(N x it images per step) and --lr is used as given, not scaled. Rank 0 alone\n"
+        "logs and writes files; a run resumes on the same N. Install: pip install\n"
+        "'resnet-np[mpi]'.",
         ["resnet-np train",
          "resnet-np train --epochs 5 --lr 0.1 --out runs/digits",
          "resnet-np train --dataset cifar10 --data-dir data --epochs 30 --batch-size 128",
          "resnet-np train --dataset folder --data-dir photos --image-size 64 --model resnet34",
          "resnet-np train --resume runs/digits          # or runs/digits/last.npz",
-         "resnet-np train --limit 256 --epochs 2 --no-progress     # a quick smoke test"])
+         "resnet-np train --limit 256 --epochs 2 --no-progress     # a quick smoke test",
+         "mpiexec -n 2 resnet-np train --sync-bn                   # two processes"])
     _add_model_flags(p.add_argument_group("model"))
     data = p.add_argument_group("data")
     _add_data_flags(data, for_training=True)
@@ -139,6 +147,9 @@ def _add_train(commands):
                           "last.npz); its settings are kept "
                           "(only --device, --data-dir and --out may change)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--sync-bn", dest="sync_bn", action="store_const", const=True,
+                     help="under mpiexec: batch norm with the statistics of the whole batch of "
+                          "every process, not of each process's share (default: per process)")
     p.set_defaults(handler=_train)
 
 
@@ -285,15 +296,27 @@ def _add_delegated(commands):
 # Handlers
 # --------------------------------------------------------------------------- #
 def _train(args, rest):
+    from . import distributed
+    # Under mpiexec: one communicator; a rank that fails ends every rank, with its message.
+    comm = distributed.init() if distributed.world_size() > 1 else None
+    with distributed.abort_on_error(comm, PROG, args.traceback, USER_ERRORS):
+        return _train_on(args, comm)
+
+
+def _train_on(args, comm):
     from .training import TrainConfig, Trainer
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     progress = not args.no_progress
+    ranks = {} if comm is None else {"comm": comm}
     if args.resume:
-        trainer = Trainer.resume(args.resume, args.out, overrides=given, progress=progress)
+        trainer = Trainer.resume(args.resume, args.out, overrides=given, progress=progress,
+                                 **ranks)
     else:
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}"
-        trainer = Trainer(config, args.out or Path("runs") / name, progress=progress)
+        if comm is not None:
+            name = comm.bcast_object(name)  # one folder for every rank
+        trainer = Trainer(config, args.out or Path("runs") / name, progress=progress, **ranks)
     return trainer.fit()["exit_status"]
 
 

@@ -60,6 +60,10 @@ class TrainConfig:
         Random crops (and flips, except for digits) of the training images.
     limit, test_limit : int, optional
         Use only this many training / test images (a seeded random subset).
+    sync_bn : bool
+        On several processes, batch norm with the statistics of the global
+        batch (:class:`~resnet_np.distributed.SyncBatchNorm2d`) rather than of
+        each rank's; no effect in one process.
     """
 
     model: str = "resnet18"
@@ -83,6 +87,7 @@ class TrainConfig:
     augment: bool = True
     limit: int = None
     test_limit: int = None
+    sync_bn: bool = False
 
     def __post_init__(self):
         if self.image_size is None:

@@ -40,14 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
-from ..data import DataLoader, Dataset, load_dataset
+from .. import backend, distributed
+from ..data import Dataset, load_dataset
 from ..data.transforms import random_crop, random_flip
 from ..nn import CrossEntropyLoss
 from ..optim import SGD, Adam, AdamW, build_schedule
 from .atomic import atomic_write_text, remove_stale_temp_files
 from .checkpoint import (CheckpointError, capture_rng_state, check_model_config, describe_model,
-                         load_checkpoint, model_from_config, non_finite_entries, restore_model,
+                         model_from_config, non_finite_entries, restore_model,
                          restore_rng_state, save_checkpoint)
 from .config import TrainConfig
 from .evaluate import evaluate
@@ -87,6 +87,11 @@ class Trainer:
         ``on_batch_end(trainer)`` after every optimizer step: a hook for
         tests and monitoring. Raising KeyboardInterrupt there stops the run as
         Ctrl-C does.
+    comm : communicator, optional
+        Train on every rank of ``comm`` (see :mod:`resnet_np.distributed`):
+        rank 0's weights broadcast at the start, each rank on its shard of
+        every epoch, gradients and metrics averaged; only rank 0 logs, shows
+        progress and writes files. None: one process.
 
     Examples
     --------
@@ -94,13 +99,20 @@ class Trainer:
     >>> summary = Trainer.resume("runs/digits/last.npz").fit()
     """
 
-    def __init__(self, config, out_dir, progress=True, log=default_log, on_batch_end=None):
+    def __init__(self, config, out_dir, progress=True, log=default_log, on_batch_end=None,
+                 comm=None):
         self.config = config.validate()
         self.out = Path(out_dir)
-        self.progress, self.log, self.on_batch_end = progress, log, on_batch_end
+        self.comm = (distributed.SingleProcess() if comm is None
+                     else distributed.for_device(comm, config.device))
+        self.is_main = self.comm.rank == 0
+        self.progress, self.on_batch_end = progress and self.is_main, on_batch_end
+        self.log = log if self.is_main else _quiet
         self._build_data()
         backend.manual_seed(config.seed)
         self.model = model_from_config(self.checkpoint_config(), config.device)
+        self.parallel = distributed.DataParallel(self.model, self.comm,
+                                                 sync_bn=config.sync_bn and self.comm.size > 1)
         self.optimizer = build_optimizer(config, self.model.parameters())
         # Stepped after every batch, so the warm-up ramps up smoothly and the
         # decay follows the run batch by batch even when it is a few epochs long.
@@ -133,11 +145,12 @@ class Trainer:
         self.image_size = self.train_set.images.shape[1]
         self.mean, self.std = channel_stats(self.train_set.images)
         augment = _augmentation(config, self.image_size)
-        self.train_loader = DataLoader(self.train_set, config.batch_size, shuffle=True,
-                                       seed=config.seed, augment=augment, drop_last=True,
-                                       mean=self.mean, std=self.std)
-        self.test_loader = DataLoader(self.test_set, min(config.batch_size, len(self.test_set)),
-                                      mean=self.mean, std=self.std)
+        self.train_loader = distributed.sharded_loader(
+            self.comm, self.train_set, config.batch_size, shuffle=True, seed=config.seed,
+            augment=augment, drop_last=True, mean=self.mean, std=self.std)
+        self.test_loader = distributed.sharded_loader(
+            self.comm, self.test_set, config.batch_size, drop_tail=False, clip_batch=True,
+            mean=self.mean, std=self.std)
 
     def checkpoint_config(self):
         """The config saved with every checkpoint: settings plus what they resolved to."""
@@ -145,7 +158,7 @@ class Trainer:
         cifar_stem = self.image_size <= 64 if config.cifar_stem is None else config.cifar_stem
         return {**config.to_dict(), "image_size": self.image_size, "cifar_stem": cifar_stem,
                 "num_classes": len(self.train_set.classes), "classes": list(self.train_set.classes),
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std), "world_size": self.comm.size}
 
     @classmethod
     def resume(cls, path, out_dir=None, overrides=None, **kwargs):
@@ -158,10 +171,12 @@ class Trainer:
         run's folder: its ``last.npz`` is resumed.
         """
         path = resume_path(path)
-        checkpoint = load_checkpoint(path)
+        comm = kwargs.get("comm") or distributed.SingleProcess()
+        checkpoint = distributed.read_checkpoint(path, comm)
         if checkpoint.optimizer is None or "epoch" not in checkpoint.progress:
             raise CheckpointError(f"{path} holds weights only, not a training state, so it "
                                   "cannot be resumed (use it with evaluate or predict)")
+        distributed.check_world_size(checkpoint, comm.size)
         config = _apply_overrides(checkpoint, overrides or {})
         trainer = cls(config, Path(path).parent if out_dir is None else out_dir, **kwargs)
         trainer._restore(checkpoint)
@@ -192,9 +207,11 @@ class Trainer:
             130 after Ctrl-C and 143 after SIGTERM), ``top1``, ``top5``
             (last evaluation), ``best_top1`` and ``history``.
         """
-        self._prepare_out()
+        if self.is_main:  # only rank 0 writes files
+            self._prepare_out()
         self.metrics = MetricsWriter(self.out / "metrics.jsonl", self.history)
-        self.metrics.write()  # a resumed run drops lines of epochs after its checkpoint
+        if self.is_main:
+            self.metrics.write()  # a resumed run drops lines of epochs after its checkpoint
         # Overflow is caught as a non-finite loss or weight and reported as divergence,
         # in one line: NumPy's own warnings about it would only add noise.
         with _signals_stop(self), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -217,6 +234,11 @@ class Trainer:
         line = (f"{describe_model(self.checkpoint_config())} on {self.config.dataset}: "
                 f"{len(self.train_set)} training and {len(self.test_set)} test images of "
                 f"{size}x{size}, {epochs} epoch{'s' * (epochs != 1)}, writing to {self.out}")
+        if self.comm.size > 1:
+            line += (f"; {self.comm.size} processes x batch {self.config.batch_size} = "
+                     f"{self.comm.size * self.config.batch_size} images per step (lr "
+                     f"{self.config.lr:g} as given, not scaled), batch norm "
+                     + ("synchronised" if self.config.sync_bn else "per process"))
         if self.resumed_from is not None and self.epoch >= epochs:
             line += f"; {self.resumed_from.name} holds the finished run"
         elif self.resumed_from is not None:
@@ -283,10 +305,11 @@ class Trainer:
                 self._check_stop()
 
     def _count_batch(self, loss, correct, size, seconds):
-        """Add a finished batch to the epoch's totals: the state is consistent again."""
-        self.sums["loss"] += loss * size
-        self.sums["correct"] += correct
-        self.sums["seen"] += size
+        """Add a finished batch (every rank's) to the epoch's totals: the state is consistent."""
+        loss_sum, correct, size = distributed.reduce_sums(self.comm, loss * size, correct, size)
+        self.sums["loss"] += loss_sum
+        self.sums["correct"] += int(correct)
+        self.sums["seen"] += int(size)
         self.sums["seconds"] += seconds
         self.batch += 1
         self._loader_state = self.train_loader.state_dict()
@@ -302,7 +325,7 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingError(self._diverged_message(f"the loss is {loss}"))
         self.optimizer.zero_grad()
-        self.model.backward(self.criterion.backward(), input_grad=False)
+        self.parallel.backward(self.criterion.backward(), input_grad=False)  # grads averaged
         self.sums["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -312,8 +335,7 @@ class Trainer:
         """Evaluate, advance the counters, save, log."""
         # Evaluation changes no training state: interrupted here, the run saves
         # "all batches of this epoch done" and a resumed run evaluates first.
-        result = evaluate(self.model, self.test_loader, self.config.device,
-                          progress=self.progress, desc="test")
+        result = self._evaluate()
         self._at_boundary = False
         record = self._epoch_record(result)
         self.epoch, self.batch, self.sums = self.epoch + 1, 0, _new_sums()
@@ -327,7 +349,8 @@ class Trainer:
         if improved:
             self._save(self.out / "best.npz")
         self._save(self.out / "last.npz")
-        self.metrics.append(record)
+        if self.is_main:
+            self.metrics.append(record)
         self._plot(plot_history, self.history, self.out / "curves.png")
         self._last_eval = result
         self.log(_epoch_line(record, self.config.epochs))
@@ -344,7 +367,7 @@ class Trainer:
     def _finish(self):
         result = self._last_eval
         if result is None:  # resumed from a finished run: evaluate once for the report
-            result = evaluate(self.model, self.test_loader, self.config.device, self.progress)
+            result = self._evaluate(desc="eval")
         cm = result.confusion_matrix(len(self.test_set.classes))
         self._plot(plot_confusion_matrix, cm, self.test_set.classes,
                    self.out / "confusion_matrix.png",
@@ -377,8 +400,17 @@ class Trainer:
                 "best_top1": self.best_top1, "history": list(self.history)}
 
     # ------------------------------------------------------------------ helpers
+    def _evaluate(self, desc="test"):
+        """Every rank evaluates its shard of the test set (with rank 0's batch-norm statistics)."""
+        if self.comm.size > 1 and not self.config.sync_bn:
+            distributed.broadcast_state(self.model, self.comm, parameters=False)
+        result = evaluate(self.model, self.test_loader, self.config.device,
+                          progress=self.progress, desc=desc)
+        return distributed.reduce_eval(result, self.comm)
+
     def _save(self, path):
-        """Write a checkpoint, unless a parameter or buffer is NaN or infinite."""
+        """Write a checkpoint (rank 0 only), unless a parameter or buffer is NaN or infinite
+        (checked on every rank: the weights are the same everywhere, so all stop alike)."""
         bad = non_finite_entries(self.model.state_dict())
         if bad:
             more = f", and {len(bad) - 3} more" if len(bad) > 3 else ""
@@ -386,6 +418,8 @@ class Trainer:
                 f"{len(bad)} of the model's arrays hold NaN or infinite values "
                 f"({', '.join(bad[:3])}{more})", f"before saving {Path(path).name} after "
                 f"epoch {self.epoch}, batch {self.batch}"))
+        if not self.is_main:
+            return
         save_checkpoint(path, self.model.state_dict(), self.checkpoint_config(),
                         optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), loader=self._loader_state,
@@ -395,6 +429,8 @@ class Trainer:
 
     def _plot(self, plot, *args, **kwargs):
         """Plots are a convenience: without matplotlib the run goes on without them."""
+        if not self.is_main:
+            return
         try:
             plot(*args, **kwargs)
         except ImportError as err:
@@ -403,7 +439,8 @@ class Trainer:
                 self._warned_plots = True
 
     def _check_stop(self):
-        if self._stop_requested:
+        # Every rank stops after the same batch: a stop asked on one is a stop on all.
+        if self.comm.any(self._stop_requested):
             raise KeyboardInterrupt
 
     def _postfix(self):
@@ -505,6 +542,10 @@ def _apply_overrides(checkpoint, overrides):
                               f"run keeps its settings, so {key}={value!r} cannot apply "
                               "(start a new run instead)")
     return config
+
+
+def _quiet(message):
+    """The log of ranks other than 0."""
 
 
 def _new_sums():
