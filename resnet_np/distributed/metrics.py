@@ -17,8 +17,8 @@ def reduce_eval(result, comm):
     if comm.size == 1:
         return result
     n = result.count
-    mine = (result.loss * n, round(result.top1 * n), round(result.top5 * n),
-            result.labels, result.predictions)
+    top5 = None if result.top5 is None else round(result.top5 * n)   # None: 5 classes or fewer
+    mine = (result.loss * n, round(result.top1 * n), top5, result.labels, result.predictions)
     parts = comm.allgather_object(mine)
     total = sum(part[3].shape[0] for part in parts)
     labels = np.empty(total, dtype=np.int64)
@@ -28,7 +28,7 @@ def reduce_eval(result, comm):
         predictions[rank::comm.size] = part_predictions
     return EvalResult(loss=sum(p[0] for p in parts) / total,
                       top1=sum(p[1] for p in parts) / total,
-                      top5=sum(p[2] for p in parts) / total,
+                      top5=None if mine[2] is None else sum(p[2] for p in parts) / total,
                       labels=labels, predictions=predictions)
 
 
