@@ -1,0 +1,213 @@
+"""Hand-written CUDA kernels for the layers where CuPy's generic code is slowest.
+
+    im2col, col2im                      cuda/im2col.cu     (col2im gathers: no atomics)
+    batch norm forward and backward     cuda/batchnorm.cu  (ReLU's mask fused into the backward)
+    max-pool forward and backward       cuda/maxpool.cu    (the forward keeps its winners)
+    softmax cross-entropy               cuda/softmax_xent.cu
+
+Each ``*_gpu`` function has the arguments and results of the NumPy/CuPy
+function it replaces in :mod:`resnet_np.functional`, and each kernel's comment
+names that function and the formula. The functions without ``_gpu`` dispatch:
+CuPy arrays of float32 or float64 go to a kernel while kernels are enabled;
+everything else (NumPy arrays, float16, kernels disabled) goes to the generic
+code, with the same result.
+
+The switch
+    ``use_kernels(False)`` forces the generic path, ``use_kernels(True)`` the
+    kernels; it also works as a context manager that restores the previous
+    setting on exit, and ``use_kernels(None)`` returns to the environment's
+    choice. Without a call, the environment variable ``RESNET_NP_KERNELS``
+    decides: ``0``/``false``/``off`` disables the kernels, ``1``/``true``/``on``
+    (or unset) enables them.
+
+TF32
+    ``set_tf32(True)`` lets CuPy's float32 matrix products use TF32 tensor cores
+    (10-bit mantissa inputs, float32 accumulation); off by default, since exact
+    float32 is what the tests compare against.
+"""
+import os
+
+import numpy as np
+
+from .. import backend
+from .batchnorm import BatchNormKernelCache, batch_norm2d_backward_gpu, batch_norm2d_forward_gpu
+from .conv import col2im_gpu, im2col_gpu
+from .loss import (SoftmaxXentKernelCache, softmax_cross_entropy_backward_gpu,
+                   softmax_cross_entropy_forward_gpu)
+from .pooling import MaxPoolKernelCache, max_pool2d_backward_gpu, max_pool2d_forward_gpu
+
+__all__ = ["ENV_VAR", "BatchNormKernelCache", "MaxPoolKernelCache", "SoftmaxXentKernelCache",
+           "batch_norm2d_backward", "batch_norm2d_backward_gpu", "batch_norm2d_forward",
+           "batch_norm2d_forward_gpu", "col2im", "col2im_gpu", "im2col", "im2col_gpu",
+           "kernels_enabled", "max_pool2d_backward", "max_pool2d_backward_gpu",
+           "max_pool2d_forward", "max_pool2d_forward_gpu", "set_tf32", "softmax_cross_entropy_backward",
+           "softmax_cross_entropy_backward_gpu", "softmax_cross_entropy_forward",
+           "softmax_cross_entropy_forward_gpu", "tf32_enabled", "use_kernels", "uses_kernel"]
+
+ENV_VAR = "RESNET_NP_KERNELS"
+KERNEL_DTYPES = ("float32", "float64")
+_TRUE, _FALSE = ("1", "true", "on", "yes", ""), ("0", "false", "off", "no")
+_state = {"kernels": None, "tf32": False}       # kernels: None = as the environment says
+
+
+# --------------------------------------------------------------------------- #
+# The switch
+# --------------------------------------------------------------------------- #
+def _from_environment():
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected 1 (use the CUDA kernels) or "
+                     "0 (use the generic CuPy code)")
+
+
+def kernels_enabled():
+    """Whether CuPy arrays go to the kernels now (the switch, else the environment)."""
+    if _state["kernels"] is not None:
+        return _state["kernels"]
+    return _from_environment()
+
+
+class use_kernels:
+    """``use_kernels(False)`` forces the generic CuPy path from now on; as a context
+    manager (``with use_kernels(False): ...``) only inside the block.
+
+    ``True`` enables the kernels, ``None`` hands the choice back to ``RESNET_NP_KERNELS``.
+    """
+
+    def __init__(self, enabled):
+        if enabled not in (True, False, None):
+            raise TypeError(f"use_kernels: expected True, False or None, got {enabled!r}")
+        self._previous = _state["kernels"]
+        _state["kernels"] = enabled
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _state["kernels"] = self._previous
+        return False
+
+
+def _is_cupy_array(a):
+    cp = backend._cupy
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def uses_kernel(a):
+    """Whether an operation on ``a`` goes to a kernel: a float32/float64 CuPy array, kernels on."""
+    return _is_cupy_array(a) and a.dtype.name in KERNEL_DTYPES and kernels_enabled()
+
+
+# --------------------------------------------------------------------------- #
+# Dispatch: a kernel for CuPy arrays, the generic code otherwise
+# --------------------------------------------------------------------------- #
+def _is_identity_im2col(R, S, stride, padding):
+    return R == S == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+
+
+def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
+    """functional.conv.im2col, by the kernel for CuPy arrays (a 1x1 stride-1 conv stays a view)."""
+    if uses_kernel(x_nhwc) and not (_is_identity_im2col(R, S, stride, padding)
+                                    and x_nhwc.flags.c_contiguous):
+        return im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups)
+    from ..functional import conv
+    return conv.im2col(x_nhwc, R, S, stride, padding, dilation, groups)
+
+
+def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
+    """functional.conv.col2im, by the kernel for CuPy arrays (a 1x1 stride-1 conv is a reshape)."""
+    if uses_kernel(cols) and not _is_identity_im2col(R, S, stride, padding):
+        return col2im_gpu(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups)
+    from ..functional import conv
+    return conv.col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups)
+
+
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
+                         momentum=0.1, eps=1e-5):
+    """functional.batch_norm2d_forward, by the kernels for CuPy arrays -> out, cache."""
+    if uses_kernel(x):
+        return batch_norm2d_forward_gpu(x, gamma, beta, running_mean, running_var, training,
+                                        momentum, eps)
+    from .. import functional as F
+    return F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
+                                  momentum, eps)
+
+
+def batch_norm2d_backward(dout, cache, relu_out=None):
+    """functional.batch_norm2d_backward for either forward's cache -> dx, dgamma, dbeta.
+
+    With ``relu_out``, dout is the gradient of a ReLU applied to the batch norm's
+    output, and the ReLU's mask is applied first (fused into the kernel).
+    """
+    if isinstance(cache, BatchNormKernelCache):
+        return batch_norm2d_backward_gpu(dout, cache, relu_out)
+    from .. import functional as F
+    if relu_out is not None:
+        dout = F.relu_backward(dout, relu_out)
+    return F.batch_norm2d_backward(dout, cache)
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """functional.max_pool2d_forward, by the kernel for CuPy arrays -> out, cache."""
+    if uses_kernel(x):
+        return max_pool2d_forward_gpu(x, kernel_size, stride, padding)
+    from .. import functional as F
+    return F.max_pool2d_forward(x, kernel_size, stride, padding)
+
+
+def max_pool2d_backward(dout, cache):
+    """functional.max_pool2d_backward for either forward's cache -> dx."""
+    if isinstance(cache, MaxPoolKernelCache):
+        return max_pool2d_backward_gpu(dout, cache)
+    from .. import functional as F
+    return F.max_pool2d_backward(dout, cache)
+
+
+def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0):
+    """functional.softmax_cross_entropy_forward, by the kernel for CuPy arrays -> loss, cache."""
+    if uses_kernel(logits):
+        return softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing)
+    from .. import functional as F
+    return F.softmax_cross_entropy_forward(logits, labels, label_smoothing)
+
+
+def softmax_cross_entropy_backward(dloss, cache):
+    """functional.softmax_cross_entropy_backward for either forward's cache -> dlogits."""
+    if isinstance(cache, SoftmaxXentKernelCache):
+        return softmax_cross_entropy_backward_gpu(dloss, cache)
+    from .. import functional as F
+    return F.softmax_cross_entropy_backward(dloss, cache)
+
+
+# --------------------------------------------------------------------------- #
+# TF32 for CuPy's float32 matrix products
+# --------------------------------------------------------------------------- #
+# cupy/_core/_routines_linalg: COMPUTE_TYPE_DEFAULT = 1 (float32 computes in
+# float32), COMPUTE_TYPE_TF32 = 7 (inputs rounded to TF32 on tensor cores).
+_COMPUTE_TYPE_DEFAULT, _COMPUTE_TYPE_TF32 = 1, 7
+
+
+def set_tf32(enabled):
+    """Let CuPy's float32 GEMMs (matmul, dot, tensordot) use TF32 tensor cores, or not.
+
+    Calls ``cupy._core.set_compute_type(float32, ...)``, which overrides the
+    ``CUPY_TF32`` environment variable; off by default. Without CuPy, turning
+    it on is an error and turning it off does nothing.
+    """
+    enabled = bool(enabled)
+    cp = backend._cupy
+    if cp is None:
+        if enabled:
+            raise RuntimeError("set_tf32(True) needs CuPy: TF32 is a mode of NVIDIA GPUs")
+    else:
+        compute_type = _COMPUTE_TYPE_TF32 if enabled else _COMPUTE_TYPE_DEFAULT
+        cp._core.set_compute_type(np.float32, compute_type)
+    _state["tf32"] = enabled
+
+
+def tf32_enabled():
+    """Whether :func:`set_tf32` last turned TF32 on."""
+    return _state["tf32"]
