@@ -25,7 +25,9 @@ TF32
     (10-bit mantissa inputs, float32 accumulation); off by default, since exact
     float32 is what the tests compare against.
 """
+import functools
 import os
+import types
 
 import numpy as np
 
@@ -38,7 +40,7 @@ from .pooling import MaxPoolKernelCache, max_pool2d_backward_gpu, max_pool2d_for
 
 __all__ = ["ENV_VAR", "BatchNormKernelCache", "MaxPoolKernelCache", "SoftmaxXentKernelCache",
            "batch_norm2d_backward", "batch_norm2d_backward_gpu", "batch_norm2d_forward",
-           "batch_norm2d_forward_gpu", "col2im", "col2im_gpu", "im2col", "im2col_gpu",
+           "batch_norm2d_forward_gpu", "col2im", "col2im_gpu", "generic", "im2col", "im2col_gpu",
            "kernels_enabled", "max_pool2d_backward", "max_pool2d_backward_gpu",
            "max_pool2d_forward", "max_pool2d_forward_gpu", "set_tf32", "softmax_cross_entropy_backward",
            "softmax_cross_entropy_backward_gpu", "softmax_cross_entropy_forward",
@@ -104,6 +106,24 @@ def uses_kernel(a):
 # --------------------------------------------------------------------------- #
 # Dispatch: a kernel for CuPy arrays, the generic code otherwise
 # --------------------------------------------------------------------------- #
+@functools.lru_cache(maxsize=None)
+def generic():
+    """The generic functions of resnet_np.functional, as they were when first asked for.
+
+    Captured once, so that code which points the functional names at the
+    dispatchers below (as the GPU benchmark does) never makes them call themselves.
+    """
+    from ..functional import activation, batchnorm, conv, loss, pooling
+    return types.SimpleNamespace(
+        im2col=conv.im2col, col2im=conv.col2im, relu_backward=activation.relu_backward,
+        batch_norm2d_forward=batchnorm.batch_norm2d_forward,
+        batch_norm2d_backward=batchnorm.batch_norm2d_backward,
+        max_pool2d_forward=pooling.max_pool2d_forward,
+        max_pool2d_backward=pooling.max_pool2d_backward,
+        softmax_cross_entropy_forward=loss.softmax_cross_entropy_forward,
+        softmax_cross_entropy_backward=loss.softmax_cross_entropy_backward)
+
+
 def _is_identity_im2col(R, S, stride, padding):
     return R == S == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
 
@@ -113,16 +133,14 @@ def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
     if uses_kernel(x_nhwc) and not (_is_identity_im2col(R, S, stride, padding)
                                     and x_nhwc.flags.c_contiguous):
         return im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups)
-    from ..functional import conv
-    return conv.im2col(x_nhwc, R, S, stride, padding, dilation, groups)
+    return generic().im2col(x_nhwc, R, S, stride, padding, dilation, groups)
 
 
 def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
     """functional.conv.col2im, by the kernel for CuPy arrays (a 1x1 stride-1 conv is a reshape)."""
     if uses_kernel(cols) and not _is_identity_im2col(R, S, stride, padding):
         return col2im_gpu(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups)
-    from ..functional import conv
-    return conv.col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups)
+    return generic().col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups)
 
 
 def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
@@ -131,8 +149,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
     if uses_kernel(x):
         return batch_norm2d_forward_gpu(x, gamma, beta, running_mean, running_var, training,
                                         momentum, eps)
-    from .. import functional as F
-    return F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
+    return generic().batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
                                   momentum, eps)
 
 
@@ -144,42 +161,37 @@ def batch_norm2d_backward(dout, cache, relu_out=None):
     """
     if isinstance(cache, BatchNormKernelCache):
         return batch_norm2d_backward_gpu(dout, cache, relu_out)
-    from .. import functional as F
     if relu_out is not None:
-        dout = F.relu_backward(dout, relu_out)
-    return F.batch_norm2d_backward(dout, cache)
+        dout = generic().relu_backward(dout, relu_out)
+    return generic().batch_norm2d_backward(dout, cache)
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """functional.max_pool2d_forward, by the kernel for CuPy arrays -> out, cache."""
     if uses_kernel(x):
         return max_pool2d_forward_gpu(x, kernel_size, stride, padding)
-    from .. import functional as F
-    return F.max_pool2d_forward(x, kernel_size, stride, padding)
+    return generic().max_pool2d_forward(x, kernel_size, stride, padding)
 
 
 def max_pool2d_backward(dout, cache):
     """functional.max_pool2d_backward for either forward's cache -> dx."""
     if isinstance(cache, MaxPoolKernelCache):
         return max_pool2d_backward_gpu(dout, cache)
-    from .. import functional as F
-    return F.max_pool2d_backward(dout, cache)
+    return generic().max_pool2d_backward(dout, cache)
 
 
 def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0):
     """functional.softmax_cross_entropy_forward, by the kernel for CuPy arrays -> loss, cache."""
     if uses_kernel(logits):
         return softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing)
-    from .. import functional as F
-    return F.softmax_cross_entropy_forward(logits, labels, label_smoothing)
+    return generic().softmax_cross_entropy_forward(logits, labels, label_smoothing)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
     """functional.softmax_cross_entropy_backward for either forward's cache -> dlogits."""
     if isinstance(cache, SoftmaxXentKernelCache):
         return softmax_cross_entropy_backward_gpu(dloss, cache)
-    from .. import functional as F
-    return F.softmax_cross_entropy_backward(dloss, cache)
+    return generic().softmax_cross_entropy_backward(dloss, cache)
 
 
 # --------------------------------------------------------------------------- #
