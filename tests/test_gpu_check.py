@@ -3,7 +3,6 @@ children on NumPy (the dry run), and its failure tolerance. The check itself run
 GPU with ``benchmarks/gpu_check.sh OUT``."""
 import json
 
-import numpy as np
 import pytest
 
 from resnet_np.bench import gpu, gpu_report
@@ -165,4 +164,6 @@ def test_arguments():
     with pytest.raises(SystemExit):
         gpu.parse_args(["out", "--parts", "layers,everything"])
     assert gpu.parse_args(["out", "--parts", "models"]).parts == ["models"]
-    assert not np.isnan(gpu.parse_args(["out"]).budget)
+    assert gpu.parse_args(["out"]).budget == 440
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["out", "--budget", "0"])

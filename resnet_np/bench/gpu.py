@@ -148,7 +148,8 @@ def _loss_layer(xp_or_device, batch, framework):
     from .. import functional as F
     x, y = xp_or_device.asarray(logits), xp_or_device.asarray(labels)
     forward = lambda: F.softmax_cross_entropy_forward(x, y)
-    return forward, (lambda: forward()[1]), (lambda cache: F.softmax_cross_entropy_backward(1.0, cache))
+    backward = lambda cache: F.softmax_cross_entropy_backward(1.0, cache)
+    return forward, (lambda: forward()[1]), backward
 
 
 def layers_child(job):
@@ -293,7 +294,8 @@ def _peak_meter(framework, dry):
         return None, None
     if framework == "torch":
         import torch
-        return torch.cuda.reset_peak_memory_stats, lambda: torch.cuda.max_memory_allocated() / 2 ** 20
+        return (torch.cuda.reset_peak_memory_stats,
+                lambda: torch.cuda.max_memory_allocated() / 2 ** 20)
     meter = PoolPeak(backend.require_gpu())
     return meter.reset, lambda: meter.peak / 2 ** 20
 
@@ -444,7 +446,8 @@ def run_models(out, config, seconds, log):
         job = dict(framework=framework, precision=precision, models=config["models"],
                    batches=config["batches"], image_size=config["image_size"],
                    warmup=config["warmup"], reps=config["reps"], dry_run=config["dry_run"],
-                   seconds=share * 0.8, out=str(out / "parts" / f"models-{framework}-{precision}.json"))
+                   seconds=share * 0.8,
+                   out=str(out / "parts" / f"models-{framework}-{precision}.json"))
         problem = run_child("models_child", job, share, log)
         if problem:
             problems[f"{framework} {precision}"] = problem

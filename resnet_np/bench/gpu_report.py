@@ -159,8 +159,8 @@ def _model_pairs(model_rows):
 
 
 def _model_table(model_rows):
-    lines = ["| model | batch | mode | precision | resnet-np ms | PyTorch ms | ratio | resnet-np img/s "
-             "| PyTorch img/s | resnet-np peak MB | PyTorch peak MB | memory ratio |",
+    lines = ["| model | batch | mode | precision | resnet-np ms | PyTorch ms | ratio "
+             "| resnet-np img/s | PyTorch img/s | resnet-np peak MB | PyTorch peak MB | memory ratio |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (model, batch, mode, precision), rows in _model_pairs(model_rows).items():
         ours, torch = rows.get("resnet-np", {}), rows.get("torch", {})
@@ -208,8 +208,9 @@ def environment():
         try:
             props = cp.cuda.runtime.getDeviceProperties(0)
             name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            runtime = cp.cuda.runtime.runtimeGetVersion()
             lines.append(f"- GPU: {name}, {props['totalGlobalMem'] / 2 ** 30:.0f} GiB; "
-                         f"CuPy {cp.__version__}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}")
+                         f"CuPy {cp.__version__}, CUDA runtime {runtime}")
         except Exception as err:
             lines.append(f"- GPU: unknown ({type(err).__name__})")
     else:
@@ -225,10 +226,10 @@ def environment():
 
 def render(config, layer_rows, model_rows, tests, problems, seconds):
     """The Markdown report."""
+    dry = " (DRY RUN: tiny shapes on the CPU, not a measurement)" if config["dry_run"] else ""
     lines = ["# GPU check", "",
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds:.0f} s in all"
-             + (" (DRY RUN: tiny shapes on the CPU, not a measurement)" if config["dry_run"] else "")
-             + ".", ""]
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds:.0f} s in all{dry}.",
+             ""]
     lines += environment() + [""]
     lines += ["## Parts that failed or ran out of time", ""]
     lines += [f"- {part}: {why}" for part, why in problems.items()] or ["None."]
@@ -236,7 +237,8 @@ def render(config, layer_rows, model_rows, tests, problems, seconds):
     if tests is None:
         lines.append("Not run, or no results (see pytest.txt).")
     else:
-        lines.append(f"{tests['tests']} tests: {tests['tests'] - tests['failures'] - tests['errors'] - tests['skipped']} "
+        passed = tests["tests"] - tests["failures"] - tests["errors"] - tests["skipped"]
+        lines.append(f"{tests['tests']} tests: {passed} "
                      f"passed, {tests['failures']} failed, {tests['errors']} errors, "
                      f"{tests['skipped']} skipped, in {tests['seconds']:.0f} s.")
         lines += [f"- failed: `{name}`" for name in tests["failed"][:40]]

@@ -42,7 +42,8 @@ __all__ = ["ENV_VAR", "BatchNormKernelCache", "MaxPoolKernelCache", "SoftmaxXent
            "batch_norm2d_backward", "batch_norm2d_backward_gpu", "batch_norm2d_forward",
            "batch_norm2d_forward_gpu", "col2im", "col2im_gpu", "generic", "im2col", "im2col_gpu",
            "kernels_enabled", "max_pool2d_backward", "max_pool2d_backward_gpu",
-           "max_pool2d_forward", "max_pool2d_forward_gpu", "set_tf32", "softmax_cross_entropy_backward",
+           "max_pool2d_forward", "max_pool2d_forward_gpu", "set_tf32",
+           "softmax_cross_entropy_backward",
            "softmax_cross_entropy_backward_gpu", "softmax_cross_entropy_forward",
            "softmax_cross_entropy_forward_gpu", "tf32_enabled", "use_kernels", "uses_kernel"]
 

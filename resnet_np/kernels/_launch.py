@@ -31,7 +31,8 @@ class CudaLauncher:
         cp = backend.require_gpu()
         filename = source_of(kernel)
         if filename not in self._modules:
-            names = [name_expression(k, t) for k in KERNELS[filename] for t in ("float32", "float64")]
+            names = [name_expression(k, t) for k in KERNELS[filename]
+                     for t in ("float32", "float64")]
             self._modules[filename] = cp.RawModule(code=source_text(filename),
                                                    name_expressions=names)
         return self._modules[filename].get_function(name_expression(kernel, dtype))

@@ -28,7 +28,8 @@ class MaxPoolKernelCache(NamedTuple):
 
 
 def max_pool2d_forward_gpu(x, kernel_size, stride=None, padding=0, launcher=None):
-    """The kernel twin of functional.max_pool2d_forward: x (N, C, H, W) -> out (N, C, P, Q), cache."""
+    """The kernel twin of functional.max_pool2d_forward: x (N, C, H, W) -> out (N, C, P, Q),
+    cache."""
     layer = "max_pool2d"
     check_rank(layer, x, 4, "(N, C, H, W)")
     check_float(layer, x)
