@@ -496,3 +496,38 @@ def test_tf32_switch_changes_cupy_matmul(cp):
     finally:
         K.set_tf32(False)
     assert err_fp32 < 1e-3 < err_tf32, (err_fp32, err_tf32)
+
+
+def test_wiring_into_functional_is_undone(clean_switch):
+    from resnet_np.functional import conv as conv_module
+    before = F.batch_norm2d_forward, conv_module.im2col
+    with K.wired_into_functional():
+        assert F.batch_norm2d_forward is K.batch_norm2d_forward
+        assert conv_module.im2col is K.im2col
+        x = _rng(3).standard_normal((2, 3, 6, 6))           # NumPy: the generic path, no loop
+        out, _ = F.conv2d_forward(x, np.ones((4, 3, 3, 3)), None, 1, 1)
+        np.testing.assert_allclose(out, F.conv2d_forward_naive(x, np.ones((4, 3, 3, 3)), None,
+                                                               1, 1)[0], rtol=1e-12)
+    assert (F.batch_norm2d_forward, conv_module.im2col) == before
+
+
+@pytest.mark.gpu
+def test_resnet_with_kernels_wired_equals_generic_on_gpu(cp, clean_switch):
+    import resnet_np as rn
+    rn.manual_seed(0)
+    model = rn.build_model("resnet18", num_classes=10, cifar_stem=True, dtype="float64").to("gpu")
+    x = cp.asarray(_rng(13).standard_normal((4, 3, 16, 16)))
+    labels = cp.asarray(np.arange(4) % 10)
+    criterion = rn.nn.CrossEntropyLoss()
+    results = {}
+    with K.wired_into_functional():
+        for enabled in (False, True):
+            with K.use_kernels(enabled):
+                model.zero_grad()
+                loss = criterion(model(x), labels)
+                model.backward(criterion.backward())
+                results[enabled] = [float(loss)] + [backend.to_numpy(p.grad) for p in
+                                                    model.parameters()]
+    assert abs(results[True][0] - results[False][0]) < 1e-12
+    for a, b in zip(results[True][1:], results[False][1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -72,17 +72,10 @@ def _array_module(dry_run):
 
 
 def wire_kernels():
-    """Point resnet_np.functional's layer functions at resnet_np.kernels' dispatchers
-    (in this process), so that a model or a layer uses the kernels while they are enabled."""
-    from .. import functional as F
+    """Point resnet_np.functional's layer functions at resnet_np.kernels' dispatchers for the
+    rest of this (child) process, so that layers and models use the kernels while enabled."""
     from .. import kernels as K
-    from ..functional import conv
-    K.generic()                                   # capture the generic functions first
-    conv.im2col, conv.col2im = K.im2col, K.col2im
-    for name in ("im2col", "col2im", "batch_norm2d_forward", "batch_norm2d_backward",
-                 "max_pool2d_forward", "max_pool2d_backward", "softmax_cross_entropy_forward",
-                 "softmax_cross_entropy_backward"):
-        setattr(F, name, getattr(K, name))
+    K.wired_into_functional().__enter__()
 
 
 def _torch(precision, dry_run):

@@ -25,6 +25,7 @@ TF32
     (10-bit mantissa inputs, float32 accumulation); off by default, since exact
     float32 is what the tests compare against.
 """
+import contextlib
 import functools
 import os
 import types
@@ -45,7 +46,7 @@ __all__ = ["ENV_VAR", "BatchNormKernelCache", "MaxPoolKernelCache", "SoftmaxXent
            "max_pool2d_forward", "max_pool2d_forward_gpu", "set_tf32",
            "softmax_cross_entropy_backward",
            "softmax_cross_entropy_backward_gpu", "softmax_cross_entropy_forward",
-           "softmax_cross_entropy_forward_gpu", "tf32_enabled", "use_kernels", "uses_kernel"]
+           "softmax_cross_entropy_forward_gpu", "tf32_enabled", "use_kernels", "uses_kernel", "wired_into_functional"]
 
 ENV_VAR = "RESNET_NP_KERNELS"
 KERNEL_DTYPES = ("float32", "float64")
@@ -195,6 +196,33 @@ def softmax_cross_entropy_backward(dloss, cache):
     return generic().softmax_cross_entropy_backward(dloss, cache)
 
 
+_WIRED = ("im2col", "col2im", "batch_norm2d_forward", "batch_norm2d_backward",
+          "max_pool2d_forward", "max_pool2d_backward", "softmax_cross_entropy_forward",
+          "softmax_cross_entropy_backward")
+
+
+@contextlib.contextmanager
+def wired_into_functional():
+    """Within this context resnet_np.functional's layer functions are the dispatchers
+    above, so models and modules use the kernels (while enabled) for CuPy arrays.
+
+    For the benchmark and the tests, until the functional layers call these
+    dispatchers themselves; the previous functions are put back on exit.
+    """
+    from .. import functional as F
+    from ..functional import conv
+    generic()                                     # capture the generic functions first
+    saved = [(F, name, getattr(F, name)) for name in _WIRED]
+    saved += [(conv, "im2col", conv.im2col), (conv, "col2im", conv.col2im)]
+    try:
+        for owner, name, _ in saved:
+            setattr(owner, name, globals()[name])
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
 # --------------------------------------------------------------------------- #
 # TF32 for CuPy's float32 matrix products
 # --------------------------------------------------------------------------- #
@@ -216,7 +244,9 @@ def set_tf32(enabled):
         if enabled:
             raise RuntimeError("set_tf32(True) needs CuPy: TF32 is a mode of NVIDIA GPUs")
     else:
-        compute_type = _COMPUTE_TYPE_TF32 if enabled else _COMPUTE_TYPE_DEFAULT
+        linalg = getattr(cp._core, "_routines_linalg", None)
+        compute_type = (getattr(linalg, "COMPUTE_TYPE_TF32", _COMPUTE_TYPE_TF32) if enabled
+                        else getattr(linalg, "COMPUTE_TYPE_DEFAULT", _COMPUTE_TYPE_DEFAULT))
         cp._core.set_compute_type(np.float32, compute_type)
     _state["tf32"] = enabled
 
