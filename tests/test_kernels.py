@@ -35,10 +35,18 @@ CONV_GEOMETRIES = [
 
 
 @pytest.fixture(scope="module")
-def launcher():
+def library():
     if host.host_compiler() is None:
         pytest.skip("no C++ compiler (g++ or $CXX): the host-emulated kernels cannot be built")
-    return host.HostLauncher()
+    return host.build()
+
+
+@pytest.fixture(scope="module", params=["int", "long long"])
+def launcher(library, request):
+    """The host emulation, with 32-bit and with 64-bit index arithmetic."""
+    emulation = host.HostLauncher(library)
+    emulation.index = request.param
+    return emulation
 
 
 def _rng(seed):
@@ -85,7 +93,7 @@ def test_only_kernels_with_barriers_are_left_out_of_the_host_build():
     driver = host.driver_source()
     for names in KERNELS.values():
         for kernel in names:
-            assert (f"{kernel}<float>" in driver) == (kernel not in WITH_BARRIERS), kernel
+            assert (f"{kernel}<float, int>" in driver) == (kernel not in WITH_BARRIERS), kernel
     for kernel in WITH_BARRIERS:
         assert "__syncthreads" in source_text("softmax_xent.cu")
         assert kernel in KERNELS["softmax_xent.cu"]
@@ -135,8 +143,24 @@ def test_kernels_loop_past_their_grid(launcher):
     """The host grids are tiny: every grid-stride loop goes round many times."""
     launcher.launches.clear()
     K.im2col_gpu(np.ones((1, 4, 4, 2)), 3, 3, (1, 1), (1, 1), (1, 1), launcher=launcher)
-    (kernel, _, grid, block), = launcher.launches
+    (kernel, _, grid, block, index), = launcher.launches
     assert kernel == "im2col" and grid[0] * block[0] < 4 * 4 * 2 * 9
+    assert index == launcher.index
+
+
+def test_index_type_follows_the_largest_offset(library):
+    from resnet_np.kernels._launch import choose_index
+    from resnet_np.kernels._sources import INT_LIMIT, extent, index_type
+    x = np.zeros((2, 3, 4, 5)).transpose(0, 2, 3, 1)
+    assert extent(x) == x.size and extent(x[:, ::2]) == 1 + 60 + 10 + 4 + 40
+    assert extent(None) == 0 and extent(np.zeros((0, 3))) == 0
+    assert index_type(INT_LIMIT - 1, 5) == "int" and index_type(5, INT_LIMIT) == "long long"
+    automatic = host.HostLauncher(library)
+    assert choose_index(automatic, x, 7) == "int"
+    assert choose_index(automatic, x, INT_LIMIT) == "long long"
+    automatic.launches.clear()
+    K.im2col_gpu(np.ones((1, 4, 4, 2)), 3, 3, (1, 1), (1, 1), (1, 1), launcher=automatic)
+    assert automatic.launches[0][-1] == "int"
 
 
 def test_col2im_rejects_columns_of_the_wrong_shape(launcher):
@@ -210,7 +234,7 @@ def test_batch_norm_sums_split_rows_over_many_threads(launcher):
     x = _nchw(_rng(1), (3, 9, 5, 5), "float64", True)
     K.batch_norm2d_forward_gpu(x, np.ones(9), np.zeros(9), np.zeros(9), np.ones(9), True,
                                launcher=launcher)
-    kernel, _, grid, block = launcher.launches[0]
+    kernel, _, grid, block, _ = launcher.launches[0]
     assert kernel == "bn_forward_sums"
     assert grid[0] * block[0] >= 9 and grid[0] > 1 and grid[1] * block[1] > 1
 

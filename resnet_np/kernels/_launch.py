@@ -1,10 +1,10 @@
 """Launching a kernel: on the GPU through CuPy, or emulated on the CPU (see :mod:`.host`).
 
-A launcher has one method, ``launch(kernel, dtype, grid, block, args)``, and
+A launcher has one method, ``launch(kernel, dtype, grid, block, args, index)``, and
 the sizes the wrappers choose their grids from. ``args`` are the kernel's
 arguments in order: arrays (CuPy on the GPU, NumPy on the host; passed as a
-pointer to their first element), Python ints (``long long``), Python floats
-(``double``) and None (a null pointer). The wrappers in this package are
+pointer to their first element), Python ints (the index type ``index``, int
+or long long), Python floats (``double``) and None (a null pointer). The wrappers in this package are
 written once against this interface, so the same Python code that launches a
 kernel on the GPU is tested on the CPU.
 """
@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from .. import backend
-from ._sources import KERNELS, name_expression, source_of, source_text
+from ._sources import (INDEX_TYPES, KERNELS, extent, index_type, name_expression, source_of,
+                       source_text)
 
 
 class CudaLauncher:
@@ -24,31 +25,41 @@ class CudaLauncher:
     max_blocks = 8192         # a grid-stride loop covers the rest
     max_threads = 1 << 18     # about what an H200 keeps resident (132 SMs x 2048)
 
+    index = None              # None: int or long long as the sizes need (see choose_index)
+
     def __init__(self):
         self._modules = {}
 
-    def _function(self, kernel, dtype):
+    def _function(self, kernel, dtype, index):
         cp = backend.require_gpu()
         filename = source_of(kernel)
         if filename not in self._modules:
-            names = [name_expression(k, t) for k in KERNELS[filename]
-                     for t in ("float32", "float64")]
+            names = [name_expression(k, t, i) for k in KERNELS[filename]
+                     for t in ("float32", "float64") for i in INDEX_TYPES]
             self._modules[filename] = cp.RawModule(code=source_text(filename),
                                                    name_expressions=names)
-        return self._modules[filename].get_function(name_expression(kernel, dtype))
+        return self._modules[filename].get_function(name_expression(kernel, dtype, index))
 
-    def launch(self, kernel, dtype, grid, block, args):
-        function = self._function(kernel, dtype)
-        function(tuple(grid), tuple(block), tuple(_cuda_argument(a) for a in args))
+    def launch(self, kernel, dtype, grid, block, args, index):
+        function = self._function(kernel, dtype, index)
+        function(tuple(grid), tuple(block), tuple(_cuda_argument(a, index) for a in args))
 
 
-def _cuda_argument(value):
+def choose_index(launcher, *arrays_or_sizes):
+    """The index type of a launch: the launcher's own choice if it has one, else 'int'
+    when every array's extent and every size fits below INT_LIMIT."""
+    if launcher.index is not None:
+        return launcher.index
+    return index_type(*(a if isinstance(a, int) else extent(a) for a in arrays_or_sizes))
+
+
+def _cuda_argument(value, index):
     if value is None:
         return np.uint64(0)             # a null pointer
     if isinstance(value, bool):
         raise TypeError("kernel arguments are arrays, ints, floats or None, not bool")
     if isinstance(value, int):
-        return np.int64(value)
+        return np.int32(value) if index == "int" else np.int64(value)
     if isinstance(value, float):
         return np.float64(value)
     return value                        # a CuPy array

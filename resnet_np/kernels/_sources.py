@@ -1,7 +1,8 @@
 """The CUDA sources of the kernels, and which kernels each one defines.
 
-Every kernel is a template over the element type T (float or double), so a
-kernel is named by a C++ expression such as ``im2col<float>``. The sources
+Every kernel is a template over the element type T (float or double) and the
+index type I (int or long long), so a kernel instance is named by a C++
+expression such as ``im2col<float, int>``. The sources
 are read from the ``cuda/`` folder beside this file, with ``common.cuh``
 pasted in place of its #include, so that CuPy's compile cache (keyed by the
 source text) sees every change.
@@ -23,6 +24,9 @@ KERNELS = {
 WITH_BARRIERS = ("softmax_xent_block",)
 # NumPy dtype name -> C++ type
 C_TYPES = {"float32": "float", "float64": "double"}
+INDEX_TYPES = ("int", "long long")
+# int indexing while every offset stays below this (with room for a grid-stride step)
+INT_LIMIT = 2 ** 31 - 2 ** 25
 _INCLUDE = '#include "common.cuh"'
 
 
@@ -49,11 +53,26 @@ def c_type(dtype):
     return C_TYPES[name]
 
 
-def name_expression(kernel, dtype):
-    """('im2col', 'float32') -> 'im2col<float>'."""
-    return f"{kernel}<{c_type(dtype)}>"
+def name_expression(kernel, dtype, index):
+    """('im2col', 'float32', 'int') -> 'im2col<float, int>'."""
+    if index not in INDEX_TYPES:
+        raise ValueError(f"index type must be one of {INDEX_TYPES}, got {index!r}")
+    return f"{kernel}<{c_type(dtype)}, {index}>"
 
 
 def instantiations(filename):
-    """Every name expression of a file: each kernel for each element type."""
-    return [f"{k}<{t}>" for k in KERNELS[filename] for t in C_TYPES.values()]
+    """Every name expression of a file: each kernel for each element and index type."""
+    return [f"{k}<{t}, {i}>" for k in KERNELS[filename] for t in C_TYPES.values()
+            for i in INDEX_TYPES]
+
+
+def index_type(*extents):
+    """'int' when every extent (element count, or largest offset + 1) is below INT_LIMIT."""
+    return "int" if max(extents, default=0) < INT_LIMIT else "long long"
+
+
+def extent(a):
+    """1 + the largest element offset of ``a`` from its first element (0 when empty)."""
+    if a is None or a.size == 0:
+        return 0
+    return 1 + sum((n - 1) * abs(s) // a.itemsize for n, s in zip(a.shape, a.strides))

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from .. import backend
 from ..functional._checks import check_dout, check_float, check_rank, check_same_dtype
-from ._launch import cuda_launcher, grid_1d, grid_channel_sums
+from ._launch import choose_index, cuda_launcher, grid_1d, grid_channel_sums
 from .conv import element_strides
 
 
@@ -52,7 +52,8 @@ def _channel_sums(kernel, arrays, scalars, N, HW, C, launcher, xp):
     first = xp.empty((rows, C), dtype="float64")
     second = xp.empty((rows, C), dtype="float64")
     launcher.launch(kernel, arrays[0].dtype, grid, block,
-                    [*arrays, first, second, N, HW, C, *scalars])
+                    [*arrays, first, second, N, HW, C, *scalars],
+                    choose_index(launcher, N * HW * C, first, *arrays))
     return first.sum(axis=0), second.sum(axis=0)
 
 
@@ -97,7 +98,8 @@ def batch_norm2d_forward_gpu(x, gamma, beta, running_mean, running_var, training
     if out.size:
         grid, block = grid_1d(out.size, launcher)
         launcher.launch("bn_apply", x.dtype, grid, block,
-                        [x, mean, scale, _vector(beta, x.dtype), out, N, H * W, C, *strides])
+                        [x, mean, scale, _vector(beta, x.dtype), out, N, H * W, C, *strides],
+                        choose_index(launcher, x, out))
     return out.transpose(0, 3, 1, 2), BatchNormKernelCache(x, mean, inv_std, gamma, training)
 
 
@@ -137,5 +139,6 @@ def batch_norm2d_backward_gpu(dout, cache, relu_out=None, launcher=None):
         grid, block = grid_1d(dx.size, launcher)
         launcher.launch("bn_backward_apply", dout.dtype, grid, block,
                         [dout, relu_out, x, mean, scale, b, k, dx, N, H * W, C,
-                         *d_strides, *r_strides, *x_strides])
+                         *d_strides, *r_strides, *x_strides],
+                        choose_index(launcher, dout, relu_out, x, dx))
     return dx.transpose(0, 3, 1, 2), dgamma, dbeta

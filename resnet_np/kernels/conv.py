@@ -11,7 +11,7 @@ one thread per input pixel sums the entries taken from it, so the kernel needs
 no atomics and no zeroed buffer, and gives the same sums on every run.
 """
 from .. import backend
-from ._launch import cuda_launcher, grid_1d
+from ._launch import choose_index, cuda_launcher, grid_1d
 
 
 def element_strides(a):
@@ -39,7 +39,8 @@ def im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups=1, launcher=None)
         grid, block = grid_1d(cols.size, launcher)
         launcher.launch("im2col", x_nhwc.dtype, grid, block,
                         [x_nhwc, cols, N, H, W, C, *element_strides(x_nhwc),
-                         P, Q, G, R, S, sh, sw, ph, pw, dh, dw])
+                         P, Q, G, R, S, sh, sw, ph, pw, dh, dw],
+                        choose_index(launcher, x_nhwc, cols))
     return cols
 
 
@@ -64,5 +65,6 @@ def col2im_gpu(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1, la
     if dx.size:
         grid, block = grid_1d(dx.size, launcher)
         launcher.launch("col2im", cols.dtype, grid, block,
-                        [cols, dx, N, H, W, C, P, Q, G, R, S, sh, sw, ph, pw, dh, dw])
+                        [cols, dx, N, H, W, C, P, Q, G, R, S, sh, sw, ph, pw, dh, dw],
+                        choose_index(launcher, cols, dx))
     return dx

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sources import C_TYPES, CUDA_DIR, KERNELS, WITH_BARRIERS, c_type
+from ._sources import C_TYPES, CUDA_DIR, INDEX_TYPES, KERNELS, WITH_BARRIERS, c_type
 
 
 def host_compiler():
@@ -28,8 +28,8 @@ def host_compiler():
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def _symbol(kernel, c_name):
-    return f"{kernel}_{c_name}"
+def _symbol(kernel, c_name, index):
+    return f"{kernel}_{c_name}_{'i32' if index == 'int' else 'i64'}"
 
 
 def driver_source():
@@ -41,7 +41,9 @@ def driver_source():
             if kernel in WITH_BARRIERS:
                 continue
             for c_name in C_TYPES.values():
-                lines.append(f"HOST_ENTRY({_symbol(kernel, c_name)}, {kernel}<{c_name}>)")
+                for index in INDEX_TYPES:
+                    lines.append(f"HOST_ENTRY({_symbol(kernel, c_name, index)}, "
+                                 f"{kernel}<{c_name}, {index}>)")
     return "\n".join(lines) + "\n"
 
 
@@ -80,31 +82,32 @@ class HostLauncher:
     block_2d = (4, 2)
     max_blocks = 3
     max_threads = 16
+    index = None              # None: as the sizes need; "int" or "long long" forces one
 
     def __init__(self, library=None):
         self._lib = ctypes.CDLL(str(library or build()))
         self.launches = []          # (kernel, dtype, grid, block) of every launch, for tests
 
-    def launch(self, kernel, dtype, grid, block, args):
+    def launch(self, kernel, dtype, grid, block, args, index):
         if kernel in WITH_BARRIERS:
             raise ValueError(f"{kernel} has barriers: it cannot be emulated one thread at a time")
-        function = getattr(self._lib, _symbol(kernel, c_type(dtype)))
+        function = getattr(self._lib, _symbol(kernel, c_type(dtype), index))
         grid, block = tuple(grid) + (1,) * (2 - len(grid)), tuple(block) + (1,) * (2 - len(block))
         dims = (ctypes.c_uint * 4)(grid[0], grid[1], block[0], block[1])
-        values = [_host_argument(a) for a in args]
+        values = [_host_argument(a, index) for a in args]
         pointers = (ctypes.c_void_p * len(values))(
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
-        self.launches.append((kernel, np.dtype(dtype).name, grid, block))
+        self.launches.append((kernel, np.dtype(dtype).name, grid, block, index))
         function(dims, pointers)
 
 
-def _host_argument(value):
+def _host_argument(value, index):
     if value is None:
         return ctypes.c_void_p(None)
     if isinstance(value, bool):
         raise TypeError("kernel arguments are arrays, ints, floats or None, not bool")
     if isinstance(value, int):
-        return ctypes.c_longlong(value)
+        return ctypes.c_int(value) if index == "int" else ctypes.c_longlong(value)
     if isinstance(value, float):
         return ctypes.c_double(value)
     if isinstance(value, np.ndarray):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from .. import backend
 from ..functional._checks import check_float, check_rank
-from ._launch import cuda_launcher, grid_1d
+from ._launch import choose_index, cuda_launcher, grid_1d
 
 SOFTMAX_BLOCK = 256          # threads of the "block" version; cuda/softmax_xent.cu's SOFTMAX_BLOCK
 
@@ -55,12 +55,13 @@ def softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing=0.0, versi
     nll = xp.empty(N, dtype="float64")
     mean_logp = xp.empty(N, dtype="float64")
     args = [logits, labels, p, nll, mean_logp, N, M]
+    index = choose_index(launcher, logits)
     if version == "rows":
         grid, block = grid_1d(N, launcher)
-        launcher.launch("softmax_xent_rows", logits.dtype, grid, block, args)
+        launcher.launch("softmax_xent_rows", logits.dtype, grid, block, args, index)
     else:
         launcher.launch("softmax_xent_block", logits.dtype, (min(N, launcher.max_blocks),),
-                        (SOFTMAX_BLOCK,), args)
+                        (SOFTMAX_BLOCK,), args, index)
     loss = (1 - label_smoothing) * nll.mean()
     if label_smoothing:
         loss = loss - label_smoothing * mean_logp.mean()
@@ -76,5 +77,6 @@ def softmax_cross_entropy_backward_gpu(dloss, cache, launcher=None):
     dlogits = xp.empty_like(p)
     grid, block = grid_1d(p.size, launcher)
     launcher.launch("softmax_xent_backward", p.dtype, grid, block,
-                    [p, labels, dlogits, N, M, float(eps), float(dloss) / N])
+                    [p, labels, dlogits, N, M, float(eps), float(dloss) / N],
+                    choose_index(launcher, p))
     return dlogits

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from .. import backend
 from ..functional._checks import check_dout, check_float, check_rank, output_size, pair
-from ._launch import cuda_launcher, grid_1d
+from ._launch import choose_index, cuda_launcher, grid_1d
 from .conv import element_strides
 
 
@@ -51,7 +51,7 @@ def max_pool2d_forward_gpu(x, kernel_size, stride=None, padding=0, launcher=None
         grid, block = grid_1d(out.size, launcher)
         launcher.launch("maxpool_forward", x.dtype, grid, block,
                         [x_nhwc, out, argmax, N, H, W, C, *element_strides(x_nhwc),
-                         P, Q, R, S, sh, sw, ph, pw])
+                         P, Q, R, S, sh, sw, ph, pw], choose_index(launcher, x_nhwc, out))
     cache = MaxPoolKernelCache(argmax, tuple(x.shape), (R, S), (sh, sw), (ph, pw))
     return out.transpose(0, 3, 1, 2), cache
 
@@ -69,5 +69,5 @@ def max_pool2d_backward_gpu(dout, cache, launcher=None):
         grid, block = grid_1d(dx.size, launcher)
         launcher.launch("maxpool_backward", dout.dtype, grid, block,
                         [dout_nhwc, argmax, dx, N, H, W, C, *element_strides(dout_nhwc),
-                         P, Q, R, S, sh, sw, ph, pw])
+                         P, Q, R, S, sh, sw, ph, pw], choose_index(launcher, dout_nhwc, dx))
     return dx.transpose(0, 3, 1, 2)

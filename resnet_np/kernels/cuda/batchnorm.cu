@@ -14,18 +14,18 @@
 //   sq[j, c]  = sum_{m = j, j+J, ...} (x[m, c] - k[c])^2
 // so that, summed over j,  mean = k + sum/M  and  var = sq/M - (sum/M)^2,
 // the NumPy twin's x_mat.mean(axis=0) and einsum("mc,mc->c", centered, centered) / M.
-template <typename T>
+template <typename T, typename I>
 __global__ void bn_forward_sums(const T* __restrict__ x, const T* __restrict__ shift,
                                 double* __restrict__ sum, double* __restrict__ sq,
-                                long long N, long long HW, long long C,
-                                long long sN, long long sHW, long long sC) {
-    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long j = (long long)blockIdx.y * blockDim.y + threadIdx.y;
-    const long long J = (long long)gridDim.y * blockDim.y;
+                                I N, I HW, I C,
+                                I sN, I sHW, I sC) {
+    const I c = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x;
+    const I j = (I)blockIdx.y * (I)blockDim.y + (I)threadIdx.y;
+    const I J = (I)gridDim.y * (I)blockDim.y;
     if (c >= C) return;
     const double k = (double)shift[c];
     double s1 = 0.0, s2 = 0.0;
-    for (long long m = j; m < N * HW; m += J) {
+    for (I m = j; m < N * HW; m += J) {
         const double v = (double)AT3(x, m / HW, m % HW, c, sN, sHW, sC) - k;
         s1 += v;
         s2 += v * v;
@@ -37,13 +37,13 @@ __global__ void bn_forward_sums(const T* __restrict__ x, const T* __restrict__ s
 // Forward apply, one thread per output element (m, c), out contiguous (M, C):
 //   out[m, c] = (x[m, c] - mean[c]) * scale[c] + beta[c],   scale = gamma / sqrt(var + eps)
 // The NumPy twin: out = centered * scale; out += beta.
-template <typename T>
+template <typename T, typename I>
 __global__ void bn_apply(const T* __restrict__ x, const T* __restrict__ mean,
                          const T* __restrict__ scale, const T* __restrict__ beta,
-                         T* __restrict__ out, long long N, long long HW, long long C,
-                         long long sN, long long sHW, long long sC) {
+                         T* __restrict__ out, I N, I HW, I C,
+                         I sN, I sHW, I sC) {
     GRID_STRIDE_LOOP(i, N * HW * C) {
-        const long long c = i % C, m = i / C;
+        const I c = i % C, m = i / C;
         const T v = AT3(x, m / HW, m % HW, c, sN, sHW, sC);
         out[i] = (v - mean[c]) * scale[c] + beta[c];
     }
@@ -51,11 +51,11 @@ __global__ void bn_apply(const T* __restrict__ x, const T* __restrict__ mean,
 
 // The upstream gradient g = dout, or with a ReLU after the batch norm
 // g = dout * [relu_out > 0] (relu_out == nullptr: no ReLU).
-template <typename T>
-__device__ __forceinline__ T masked_grad(const T* dout, const T* relu_out, long long n,
-                                         long long hw, long long c, long long sdN,
-                                         long long sdHW, long long sdC, long long srN,
-                                         long long srHW, long long srC) {
+template <typename T, typename I>
+__device__ __forceinline__ T masked_grad(const T* dout, const T* relu_out, I n,
+                                         I hw, I c, I sdN,
+                                         I sdHW, I sdC, I srN,
+                                         I srHW, I srC) {
     const T g = AT3(dout, n, hw, c, sdN, sdHW, sdC);
     if (relu_out != nullptr && !(AT3(relu_out, n, hw, c, srN, srHW, srC) > T(0))) return T(0);
     return g;
@@ -64,22 +64,22 @@ __device__ __forceinline__ T masked_grad(const T* dout, const T* relu_out, long 
 // Backward sums, laid out as the forward sums:
 //   dbeta[j, c] = sum_m g[m, c]      dot[j, c] = sum_m g[m, c] * (x[m, c] - mean[c])
 // summed over j:  dbeta = sum(g),  dgamma = dot * inv_std = sum(g * xhat).
-template <typename T>
+template <typename T, typename I>
 __global__ void bn_backward_sums(const T* __restrict__ dout, const T* __restrict__ relu_out,
                                  const T* __restrict__ x, const T* __restrict__ mean,
                                  double* __restrict__ dbeta, double* __restrict__ dot,
-                                 long long N, long long HW, long long C,
-                                 long long sdN, long long sdHW, long long sdC,
-                                 long long srN, long long srHW, long long srC,
-                                 long long sxN, long long sxHW, long long sxC) {
-    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long j = (long long)blockIdx.y * blockDim.y + threadIdx.y;
-    const long long J = (long long)gridDim.y * blockDim.y;
+                                 I N, I HW, I C,
+                                 I sdN, I sdHW, I sdC,
+                                 I srN, I srHW, I srC,
+                                 I sxN, I sxHW, I sxC) {
+    const I c = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x;
+    const I j = (I)blockIdx.y * (I)blockDim.y + (I)threadIdx.y;
+    const I J = (I)gridDim.y * (I)blockDim.y;
     if (c >= C) return;
     const double mu = (double)mean[c];
     double s1 = 0.0, s2 = 0.0;
-    for (long long m = j; m < N * HW; m += J) {
-        const long long n = m / HW, hw = m % HW;
+    for (I m = j; m < N * HW; m += J) {
+        const I n = m / HW, hw = m % HW;
         const double g = (double)masked_grad(dout, relu_out, n, hw, c, sdN, sdHW, sdC,
                                              srN, srHW, srC);
         s1 += g;
@@ -93,17 +93,17 @@ __global__ void bn_backward_sums(const T* __restrict__ dout, const T* __restrict
 //   dx = scale * (g - dbeta/M - (x - mean) * inv_std * dgamma/M)
 // with the per-channel coefficients b = dbeta/M and k = inv_std * dgamma/M
 // computed by the caller. The NumPy twin: functional.batch_norm2d_backward.
-template <typename T>
+template <typename T, typename I>
 __global__ void bn_backward_apply(const T* __restrict__ dout, const T* __restrict__ relu_out,
                                   const T* __restrict__ x, const T* __restrict__ mean,
                                   const T* __restrict__ scale, const T* __restrict__ b,
                                   const T* __restrict__ k, T* __restrict__ dx,
-                                  long long N, long long HW, long long C,
-                                  long long sdN, long long sdHW, long long sdC,
-                                  long long srN, long long srHW, long long srC,
-                                  long long sxN, long long sxHW, long long sxC) {
+                                  I N, I HW, I C,
+                                  I sdN, I sdHW, I sdC,
+                                  I srN, I srHW, I srC,
+                                  I sxN, I sxHW, I sxC) {
     GRID_STRIDE_LOOP(i, N * HW * C) {
-        const long long c = i % C, m = i / C, n = m / HW, hw = m % HW;
+        const I c = i % C, m = i / C, n = m / HW, hw = m % HW;
         const T g = masked_grad(dout, relu_out, n, hw, c, sdN, sdHW, sdC, srN, srHW, srC);
         const T centered = AT3(x, n, hw, c, sxN, sxHW, sxC) - mean[c];
         dx[i] = scale[c] * (g - b[c] - centered * k[c]);

@@ -51,5 +51,6 @@ void host_run(void (*kernel)(A...), const unsigned* dims, void** args) {
     host_launch(dims, [&] { host_call(kernel, args, std::index_sequence_for<A...>{}); });
 }
 
-#define HOST_ENTRY(symbol, kernel) \
-    extern "C" void symbol(const unsigned* dims, void** args) { host_run(kernel, dims, args); }
+// HOST_ENTRY(symbol, kernel<T, I>): the variadic tail keeps the template's comma
+#define HOST_ENTRY(symbol, ...) \
+    extern "C" void symbol(const unsigned* dims, void** args) { host_run(__VA_ARGS__, dims, args); }

@@ -12,26 +12,26 @@
 // (the first NaN), as NumPy's maximum propagates it.
 // The NumPy twin: functional.max_pool2d_forward (an xp.maximum per offset) and
 // the argmax of functional.max_pool2d_backward.
-template <typename T>
+template <typename T, typename I>
 __global__ void maxpool_forward(const T* __restrict__ x, T* __restrict__ out,
                                 int* __restrict__ argmax,
-                                long long N, long long H, long long W, long long C,
-                                long long sxN, long long sxH, long long sxW, long long sxC,
-                                long long P, long long Q, long long R, long long S,
-                                long long sh, long long sw, long long ph, long long pw) {
+                                I N, I H, I W, I C,
+                                I sxN, I sxH, I sxW, I sxC,
+                                I P, I Q, I R, I S,
+                                I sh, I sw, I ph, I pw) {
     GRID_STRIDE_LOOP(i, N * P * Q * C) {
-        long long t = i;
-        const long long c = t % C; t /= C;
-        const long long q = t % Q; t /= Q;
-        const long long p = t % P; t /= P;
-        const long long n = t;
+        I t = i;
+        const I c = t % C; t /= C;
+        const I q = t % Q; t /= Q;
+        const I p = t % P; t /= P;
+        const I n = t;
         T best = T(0);
         int winner = -1;
-        for (long long r = 0; r < R; ++r) {
-            const long long h = p * sh - ph + r;
+        for (I r = 0; r < R; ++r) {
+            const I h = p * sh - ph + r;
             if (h < 0 || h >= H) continue;
-            for (long long s = 0; s < S; ++s) {
-                const long long w = q * sw - pw + s;
+            for (I s = 0; s < S; ++s) {
+                const I w = q * sw - pw + s;
                 if (w < 0 || w >= W) continue;
                 const T v = x[n * sxN + h * sxH + w * sxW + c * sxC];
                 const bool v_nan = v != v, best_nan = best != best;
@@ -51,31 +51,31 @@ __global__ void maxpool_forward(const T* __restrict__ x, T* __restrict__ out,
 // that offset. One thread per input pixel, dx contiguous (N, H, W, C); dout is
 // read through its (N, P, Q, C) element strides.
 // The NumPy twin: functional.max_pool2d_backward (a bincount of the winners).
-template <typename T>
+template <typename T, typename I>
 __global__ void maxpool_backward(const T* __restrict__ dout, const int* __restrict__ argmax,
                                  T* __restrict__ dx,
-                                 long long N, long long H, long long W, long long C,
-                                 long long sdN, long long sdP, long long sdQ, long long sdC,
-                                 long long P, long long Q, long long R, long long S,
-                                 long long sh, long long sw, long long ph, long long pw) {
+                                 I N, I H, I W, I C,
+                                 I sdN, I sdP, I sdQ, I sdC,
+                                 I P, I Q, I R, I S,
+                                 I sh, I sw, I ph, I pw) {
     GRID_STRIDE_LOOP(i, N * H * W * C) {
-        long long t = i;
-        const long long c = t % C; t /= C;
-        const long long w = t % W; t /= W;
-        const long long h = t % H; t /= H;
-        const long long n = t;
+        I t = i;
+        const I c = t % C; t /= C;
+        const I w = t % W; t /= W;
+        const I h = t % H; t /= H;
+        const I n = t;
         T sum = T(0);
-        for (long long r = 0; r < R; ++r) {
-            const long long hp = h + ph - r;
+        for (I r = 0; r < R; ++r) {
+            const I hp = h + ph - r;
             if (hp < 0) break;
             if (hp % sh) continue;
-            const long long p = hp / sh;
+            const I p = hp / sh;
             if (p >= P) continue;
-            for (long long s = 0; s < S; ++s) {
-                const long long wp = w + pw - s;
+            for (I s = 0; s < S; ++s) {
+                const I wp = w + pw - s;
                 if (wp < 0) break;
                 if (wp % sw) continue;
-                const long long q = wp / sw;
+                const I q = wp / sw;
                 if (q >= Q) continue;
                 if (argmax[((n * P + p) * Q + q) * C + c] == (int)(r * S + s))
                     sum += dout[n * sdN + p * sdP + q * sdQ + c * sdC];

@@ -10,22 +10,22 @@
 #include "common.cuh"
 
 // Version 1: one thread per row, three passes over it. No barrier.
-template <typename T>
+template <typename T, typename I>
 __global__ void softmax_xent_rows(const T* __restrict__ logits, const long long* __restrict__ labels,
                                   T* __restrict__ p, double* __restrict__ nll,
-                                  double* __restrict__ mean_logp, long long N, long long M) {
+                                  double* __restrict__ mean_logp, I N, I M) {
     GRID_STRIDE_LOOP(n, N) {
         const T* row = logits + n * M;
         double mx = (double)row[0];
-        for (long long m = 1; m < M; ++m) mx = fmax(mx, (double)row[m]);
+        for (I m = 1; m < M; ++m) mx = fmax(mx, (double)row[m]);
         double se = 0.0, sx = 0.0;
-        for (long long m = 0; m < M; ++m) {
+        for (I m = 0; m < M; ++m) {
             const double v = (double)row[m];
             se += exp(v - mx);
             sx += v;
         }
         const double lse = mx + log(se);
-        for (long long m = 0; m < M; ++m) p[n * M + m] = (T)exp((double)row[m] - lse);
+        for (I m = 0; m < M; ++m) p[n * M + m] = (T)exp((double)row[m] - lse);
         nll[n] = lse - (double)row[labels[n]];
         mean_logp[n] = sx / (double)M - lse;
     }
@@ -33,12 +33,12 @@ __global__ void softmax_xent_rows(const T* __restrict__ logits, const long long*
 
 // dlogits[n, m] = (p[n, m] - eps/M - (1 - eps) * [m == labels[n]]) * coef,  coef = dloss / N.
 // The NumPy twin: functional.softmax_cross_entropy_backward. No barrier.
-template <typename T>
+template <typename T, typename I>
 __global__ void softmax_xent_backward(const T* __restrict__ p, const long long* __restrict__ labels,
-                                      T* __restrict__ dlogits, long long N, long long M,
+                                      T* __restrict__ dlogits, I N, I M,
                                       double eps, double coef) {
     GRID_STRIDE_LOOP(i, N * M) {
-        const long long n = i / M, m = i % M;
+        const I n = i / M, m = i % M;
         double d = (double)p[i] - eps / (double)M;
         if (m == labels[n]) d -= 1.0 - eps;
         dlogits[i] = (T)(d * coef);
@@ -66,18 +66,18 @@ __device__ double block_reduce(double v, double* buf, bool take_max) {
     return result;
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void softmax_xent_block(const T* __restrict__ logits, const long long* __restrict__ labels,
                                    T* __restrict__ p, double* __restrict__ nll,
-                                   double* __restrict__ mean_logp, long long N, long long M) {
+                                   double* __restrict__ mean_logp, I N, I M) {
     __shared__ double buf[SOFTMAX_BLOCK];
-    for (long long n = blockIdx.x; n < N; n += gridDim.x) {      // the same n for the whole block
+    for (I n = blockIdx.x; n < N; n += gridDim.x) {      // the same n for the whole block
         const T* row = logits + n * M;
         double mx = (double)row[0];
-        for (long long m = threadIdx.x; m < M; m += blockDim.x) mx = fmax(mx, (double)row[m]);
+        for (I m = threadIdx.x; m < M; m += blockDim.x) mx = fmax(mx, (double)row[m]);
         mx = block_reduce(mx, buf, true);
         double se = 0.0, sx = 0.0;
-        for (long long m = threadIdx.x; m < M; m += blockDim.x) {
+        for (I m = threadIdx.x; m < M; m += blockDim.x) {
             const double v = (double)row[m];
             se += exp(v - mx);
             sx += v;
@@ -85,7 +85,7 @@ __global__ void softmax_xent_block(const T* __restrict__ logits, const long long
         se = block_reduce(se, buf, false);
         sx = block_reduce(sx, buf, false);
         const double lse = mx + log(se);
-        for (long long m = threadIdx.x; m < M; m += blockDim.x)
+        for (I m = threadIdx.x; m < M; m += blockDim.x)
             p[n * M + m] = (T)exp((double)row[m] - lse);
         if (threadIdx.x == 0) {
             nll[n] = lse - (double)row[labels[n]];
