@@ -485,7 +485,7 @@ def main(argv=None):
     started = time.monotonic()
     # shares of the budget: tests 35 %, layers 20 %, models the rest
     shares = {"pytest": 0.35, "layers": 0.2, "models": 0.45}
-    problems = {}
+    problems, written = {}, []
     for part in PARTS:
         if part not in args.parts:
             continue
@@ -505,7 +505,9 @@ def main(argv=None):
         except Exception as err:                    # the report still gets written
             problems[part] = f"{type(err).__name__}: {err}"
             log(f"{part} failed: {problems[part]}")
-    for path in write_report(out, config, problems, time.monotonic() - started):
+        # after every part, so that even a kill from outside leaves a report of what finished
+        written = write_report(out, config, problems, time.monotonic() - started)
+    for path in written:
         log(f"wrote {path}")
     return 0
 
