@@ -146,18 +146,20 @@ def test_pool_peak_notes_the_high_water_mark():
         def used_bytes(self):
             return self.used
 
-    pool = Pool()
+    pool, allocators = Pool(), []
     cp = type("cp", (), {})()
     cp.get_default_memory_pool = lambda: pool
-    cp.cuda = type("cuda", (), {"set_allocator": staticmethod(lambda f: None)})()
+    cp.cuda = type("cuda", (), {"set_allocator": staticmethod(allocators.append)})()
     meter = gpu.PoolPeak(cp)
+    meter.start()
+    assert allocators == [meter.malloc]
     meter.malloc(100)
     pool.used -= 100                  # a free
     meter.malloc(30)
-    assert meter.peak == 100
-    meter.reset()
+    assert meter.stop() == 100 and allocators[-1] == pool.malloc
+    meter.start()                     # from what is in use now: 30
     meter.malloc(10)
-    assert meter.peak == 40
+    assert meter.stop() == 40
 
 
 def test_arguments():

@@ -105,23 +105,30 @@ def _sync(framework, dry_run):
 class PoolPeak:
     """The high-water mark of CuPy's default memory pool (bytes in use, not cached).
 
-    CuPy keeps no peak of its own: an allocator that calls the pool and notes
-    ``used_bytes()`` after every allocation sees each peak, since usage only
-    rises at an allocation.
+    CuPy keeps no peak of its own: between :meth:`start` and :meth:`stop` an
+    allocator that calls the pool and notes ``used_bytes()`` after every
+    allocation sees each peak, since usage only rises at an allocation. Outside
+    that window the pool allocates directly, so timed runs pay nothing.
     """
 
     def __init__(self, cp):
+        self._cuda = cp.cuda
         self.pool = cp.get_default_memory_pool()
         self.peak = 0
-        cp.cuda.set_allocator(self.malloc)
 
     def malloc(self, size):
         memory = self.pool.malloc(size)
         self.peak = max(self.peak, self.pool.used_bytes())
         return memory
 
-    def reset(self):
+    def start(self):
         self.peak = self.pool.used_bytes()
+        self._cuda.set_allocator(self.malloc)
+
+    def stop(self):
+        """-> the peak in bytes since :meth:`start`."""
+        self._cuda.set_allocator(self.pool.malloc)
+        return self.peak
 
 
 # --------------------------------------------------------------------------- #
@@ -282,7 +289,7 @@ def _torch_steps(name, batch, precision, dry, image_size):
 
 
 def _peak_meter(framework, dry):
-    """(reset(), peak_mb()) for this framework's GPU memory; (None, None) on the dry run."""
+    """(start(), stop() -> peak MB) for this framework's GPU memory; (None, None) on the dry run."""
     if dry:
         return None, None
     if framework == "torch":
@@ -290,7 +297,7 @@ def _peak_meter(framework, dry):
         return (torch.cuda.reset_peak_memory_stats,
                 lambda: torch.cuda.max_memory_allocated() / 2 ** 20)
     meter = PoolPeak(backend.require_gpu())
-    return meter.reset, lambda: meter.peak / 2 ** 20
+    return meter.start, lambda: meter.stop() / 2 ** 20
 
 
 def models_child(job):
@@ -302,7 +309,7 @@ def models_child(job):
         wire_kernels()
     deadline = time.monotonic() + job["seconds"]
     sync = _sync(framework, dry)
-    reset, peak = _peak_meter(framework, dry)
+    start_peak, stop_peak = _peak_meter(framework, dry)
     make = _torch_steps if framework == "torch" else _ours_steps
     rows = []
     for name in job["models"]:
@@ -321,12 +328,12 @@ def models_child(job):
             for mode, step in zip(("inference", "train"), steps):
                 row = dict(labels, mode=mode)
                 try:
-                    if reset is not None:
+                    if start_peak is not None:
                         sync()
-                        reset()
+                        start_peak()
                     step()                           # the first warm-up, with its peak memory
                     sync()
-                    row["peak_mb"] = peak() if peak is not None else None
+                    row["peak_mb"] = stop_peak() if stop_peak is not None else None
                     timing = measure(step, warmup=max(job["warmup"] - 1, 0), reps=job["reps"],
                                      sync=sync)
                     row["median_ms"] = 1e3 * timing.median
