@@ -8,6 +8,7 @@ overruns loses only its own results (each child rewrites its results file
 after every measurement, so even a killed child keeps what it finished):
 
     pytest   ``python -m pytest -m gpu -q`` (the dry run: tests/test_kernels.py only)
+             (the dry run's "kernels" layers run the CPU emulation of resnet_np.kernels.host)
     layers   every ResNet-50 layer shape at batch 32, forward and backward, on three
              backends: CuPy's generic code (kernels off), our CUDA kernels, and
              PyTorch with cuDNN; plus the softmax cross-entropy of the head
@@ -166,9 +167,12 @@ def layers_child(job):
         device = "cpu" if dry else "cuda"
     else:
         from .. import kernels as K
+        from ..kernels import host
         xp = _array_module(dry)
         wire_kernels()
         K.use_kernels(key == "kernels")
+        if dry and key == "kernels" and host.host_compiler():   # the kernels, emulated
+            K.emulated_on_host(host.HostLauncher()).__enter__()
     sync = _sync(framework, dry)
     rows = []
     for spec in [LayerSpec.from_json(s) for s in job["specs"]] + ["loss"]:

@@ -246,8 +246,8 @@ def render(config, layer_rows, model_rows, tests, problems, seconds):
     lines += ["", f"## Kernels against the generic CuPy code ({config['layer_model']}, batch "
               f"{config['layer_batch']})", ""]
     if config["dry_run"]:
-        lines += ["Dry run: NumPy arrays take the generic path, so both columns time the same "
-                  "code.", ""]
+        lines += ["Dry run: the kernels column runs the CPU emulation of the kernels (one "
+                  "thread after another), so its times say nothing of their speed.", ""]
     lines += _kernel_table(layer_rows)
     lines += ["", "## Every layer", ""] + _layer_table(layer_rows)
     lines += ["", "## Models", "",

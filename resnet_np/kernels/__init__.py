@@ -41,7 +41,7 @@ from .pooling import MaxPoolKernelCache, max_pool2d_backward_gpu, max_pool2d_for
 
 __all__ = ["ENV_VAR", "BatchNormKernelCache", "MaxPoolKernelCache", "SoftmaxXentKernelCache",
            "batch_norm2d_backward", "batch_norm2d_backward_gpu", "batch_norm2d_forward",
-           "batch_norm2d_forward_gpu", "col2im", "col2im_gpu", "generic", "im2col", "im2col_gpu",
+           "batch_norm2d_forward_gpu", "col2im", "col2im_gpu", "emulated_on_host", "generic", "im2col", "im2col_gpu",
            "kernels_enabled", "max_pool2d_backward", "max_pool2d_backward_gpu",
            "max_pool2d_forward", "max_pool2d_forward_gpu", "set_tf32",
            "softmax_cross_entropy_backward",
@@ -51,7 +51,8 @@ __all__ = ["ENV_VAR", "BatchNormKernelCache", "MaxPoolKernelCache", "SoftmaxXent
 ENV_VAR = "RESNET_NP_KERNELS"
 KERNEL_DTYPES = ("float32", "float64")
 _TRUE, _FALSE = ("1", "true", "on", "yes", ""), ("0", "false", "off", "no")
-_state = {"kernels": None, "tf32": False}       # kernels: None = as the environment says
+# kernels: None = as the environment says; host: the launcher of emulated_on_host, or None
+_state = {"kernels": None, "tf32": False, "host": None}
 
 
 # --------------------------------------------------------------------------- #
@@ -101,8 +102,28 @@ def _is_cupy_array(a):
 
 
 def uses_kernel(a):
-    """Whether an operation on ``a`` goes to a kernel: a float32/float64 CuPy array, kernels on."""
-    return _is_cupy_array(a) and a.dtype.name in KERNEL_DTYPES and kernels_enabled()
+    """Whether an operation on ``a`` goes to a kernel: a float32/float64 CuPy array (or,
+    inside :func:`emulated_on_host`, NumPy array), kernels on."""
+    on_device = _is_cupy_array(a) or (_state["host"] is not None and isinstance(a, np.ndarray))
+    return on_device and a.dtype.name in KERNEL_DTYPES and kernels_enabled()
+
+
+def _launcher_for(a):
+    """None (the GPU) for a CuPy array, the host emulation for a NumPy one."""
+    return None if _is_cupy_array(a) else _state["host"]
+
+
+@contextlib.contextmanager
+def emulated_on_host(launcher):
+    """Within this context NumPy arrays go to the kernels too, run by ``launcher`` (a
+    :class:`resnet_np.kernels.host.HostLauncher`): a whole model through every
+    barrier-free kernel on the CPU, to test the dispatch without a GPU. Slow."""
+    previous = _state["host"]
+    _state["host"] = launcher
+    try:
+        yield launcher
+    finally:
+        _state["host"] = previous
 
 
 # --------------------------------------------------------------------------- #
@@ -134,14 +155,16 @@ def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
     """functional.conv.im2col, by the kernel for CuPy arrays (a 1x1 stride-1 conv stays a view)."""
     if uses_kernel(x_nhwc) and not (_is_identity_im2col(R, S, stride, padding)
                                     and x_nhwc.flags.c_contiguous):
-        return im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups)
+        return im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups,
+                          launcher=_launcher_for(x_nhwc))
     return generic().im2col(x_nhwc, R, S, stride, padding, dilation, groups)
 
 
 def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
     """functional.conv.col2im, by the kernel for CuPy arrays (a 1x1 stride-1 conv is a reshape)."""
     if uses_kernel(cols) and not _is_identity_im2col(R, S, stride, padding):
-        return col2im_gpu(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups)
+        return col2im_gpu(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups,
+                          launcher=_launcher_for(cols))
     return generic().col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups)
 
 
@@ -150,7 +173,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
     """functional.batch_norm2d_forward, by the kernels for CuPy arrays -> out, cache."""
     if uses_kernel(x):
         return batch_norm2d_forward_gpu(x, gamma, beta, running_mean, running_var, training,
-                                        momentum, eps)
+                                        momentum, eps, launcher=_launcher_for(x))
     return generic().batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
                                   momentum, eps)
 
@@ -162,7 +185,7 @@ def batch_norm2d_backward(dout, cache, relu_out=None):
     output, and the ReLU's mask is applied first (fused into the kernel).
     """
     if isinstance(cache, BatchNormKernelCache):
-        return batch_norm2d_backward_gpu(dout, cache, relu_out)
+        return batch_norm2d_backward_gpu(dout, cache, relu_out, launcher=_launcher_for(dout))
     if relu_out is not None:
         dout = generic().relu_backward(dout, relu_out)
     return generic().batch_norm2d_backward(dout, cache)
@@ -171,28 +194,30 @@ def batch_norm2d_backward(dout, cache, relu_out=None):
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """functional.max_pool2d_forward, by the kernel for CuPy arrays -> out, cache."""
     if uses_kernel(x):
-        return max_pool2d_forward_gpu(x, kernel_size, stride, padding)
+        return max_pool2d_forward_gpu(x, kernel_size, stride, padding, launcher=_launcher_for(x))
     return generic().max_pool2d_forward(x, kernel_size, stride, padding)
 
 
 def max_pool2d_backward(dout, cache):
     """functional.max_pool2d_backward for either forward's cache -> dx."""
     if isinstance(cache, MaxPoolKernelCache):
-        return max_pool2d_backward_gpu(dout, cache)
+        return max_pool2d_backward_gpu(dout, cache, launcher=_launcher_for(dout))
     return generic().max_pool2d_backward(dout, cache)
 
 
 def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0):
     """functional.softmax_cross_entropy_forward, by the kernel for CuPy arrays -> loss, cache."""
     if uses_kernel(logits):
-        return softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing)
+        version = "block" if _is_cupy_array(logits) else "rows"    # the host has no barriers
+        return softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing, version,
+                                                 launcher=_launcher_for(logits))
     return generic().softmax_cross_entropy_forward(logits, labels, label_smoothing)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
     """functional.softmax_cross_entropy_backward for either forward's cache -> dlogits."""
     if isinstance(cache, SoftmaxXentKernelCache):
-        return softmax_cross_entropy_backward_gpu(dloss, cache)
+        return softmax_cross_entropy_backward_gpu(dloss, cache, launcher=_launcher_for(cache.p))
     return generic().softmax_cross_entropy_backward(dloss, cache)
 
 
