@@ -8,10 +8,10 @@ overruns loses only its own results (each child rewrites its results file
 after every measurement, so even a killed child keeps what it finished):
 
     pytest   ``python -m pytest -m gpu -q`` (the dry run: tests/test_kernels.py only)
-             (the dry run's "kernels" layers run the CPU emulation of resnet_np.kernels.host)
     layers   every ResNet-50 layer shape at batch 32, forward and backward, on three
              backends: CuPy's generic code (kernels off), our CUDA kernels, and
-             PyTorch with cuDNN; plus the softmax cross-entropy of the head
+             PyTorch with cuDNN; plus the softmax cross-entropy of the head (the dry
+             run's "kernels" run the CPU emulation of resnet_np.kernels.host)
     models   ResNet-50 and ResNet-101 at batch 64 and 128, inference and train step, in
              float32 (TF32 off), TF32, and mixed precision (float16 compute), resnet-np
              against torchvision; with each run's peak GPU memory: CuPy's memory-pool
