@@ -62,7 +62,7 @@ def settings(dry_run):
 
 
 # --------------------------------------------------------------------------- #
-# Helpers every child uses
+# Shared by every child
 # --------------------------------------------------------------------------- #
 def _write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=1))

@@ -3,7 +3,7 @@
 Reads what the parts left in ``OUT/parts`` (any of them may be missing or
 partial: the report says which) and writes into ``OUT``:
 
-    report.md     environment, test summary, the issue's targets with their measured
+    report.md     environment, test summary, the GPU targets with their measured
                   ratios, the kernels' speed-ups, the per-layer and the model tables
     layers.csv    one row per (layer shape, backend): forward and backward medians
     models.csv    one row per (framework, precision, model, batch, mode): median,
@@ -179,7 +179,7 @@ def _model_table(model_rows):
 
 
 def targets(model_rows):
-    """[(description, bound, measured ratio or None)] of the issue's targets."""
+    """[(description, bound, measured ratio or None)] of the GPU targets (TARGETS)."""
     pairs = _model_pairs(model_rows)
     result = []
     for description, mode, precision, measure, bound in TARGETS:
