@@ -33,6 +33,7 @@ import types
 import numpy as np
 
 from .. import backend
+from ..functional.conv import sides
 from .batchnorm import BatchNormKernelCache, batch_norm2d_backward_gpu, batch_norm2d_forward_gpu
 from .conv import col2im_gpu, im2col_gpu
 from .loss import (SoftmaxXentKernelCache, softmax_cross_entropy_backward_gpu,
@@ -148,7 +149,7 @@ def generic():
 
 
 def _is_identity_im2col(R, S, stride, padding):
-    return R == S == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+    return R == S == 1 and tuple(stride) == (1, 1) and sides(padding) == ((0, 0), (0, 0))
 
 
 def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
@@ -191,11 +192,14 @@ def batch_norm2d_backward(dout, cache, relu_out=None):
     return generic().batch_norm2d_backward(dout, cache)
 
 
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
-    """functional.max_pool2d_forward, by the kernel for CuPy arrays -> out, cache."""
-    if uses_kernel(x):
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """functional.max_pool2d_forward, by the kernel for CuPy arrays -> out, cache.
+
+    The kernel covers batched inputs without dilation or ceil_mode (every ResNet's
+    pool); the other options go to the generic code."""
+    if uses_kernel(x) and x.ndim == 4 and dilation in (1, (1, 1)) and not ceil_mode:
         return max_pool2d_forward_gpu(x, kernel_size, stride, padding, launcher=_launcher_for(x))
-    return generic().max_pool2d_forward(x, kernel_size, stride, padding)
+    return generic().max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def max_pool2d_backward(dout, cache):

@@ -4,13 +4,18 @@ Same arguments and results as :func:`resnet_np.functional.conv.im2col` and
 :func:`~resnet_np.functional.conv.col2im`:
 
     x_nhwc  (N, H, W, C)          any strides (a channels-last view needs no copy)
-    cols    (N*P*Q, G, R*S*C/G)   P = (H + 2*ph - dh*(R-1) - 1) // sh + 1, Q likewise
+    padding (ph, pw) or per side ((top, bottom), (left, right)), as there
+    cols    (N*P*Q, G, R*S*C/G)   P = (H + top + bottom - dh*(R-1) - 1) // sh + 1, Q likewise
+
+The kernels take the top and left padding (where a window starts); the
+bottom and right padding only set P and Q.
 
 im2col writes every column entry once (0 in the padding). col2im is a gather:
 one thread per input pixel sums the entries taken from it, so the kernel needs
 no atomics and no zeroed buffer, and gives the same sums on every run.
 """
 from .. import backend
+from ..functional.conv import sides
 from ._launch import choose_index, cuda_launcher, grid_1d
 
 
@@ -19,8 +24,9 @@ def element_strides(a):
     return tuple(s // a.itemsize for s in a.strides)
 
 
-def _out_size(size, kernel, stride, pad, dilation):
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+def _out_size(size, kernel, stride, pads, dilation):
+    """P of one axis, ``pads`` = (before, after)."""
+    return (size + pads[0] + pads[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups=1, launcher=None):
@@ -30,9 +36,11 @@ def im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups=1, launcher=None)
     """
     launcher = launcher or cuda_launcher()
     xp = backend.get_array_module(x_nhwc)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    (sh, sw), (dh, dw) = stride, dilation
+    pads_h, pads_w = sides(padding)
+    (ph, _), (pw, _) = pads_h, pads_w
     N, H, W, C = x_nhwc.shape
-    P, Q = _out_size(H, R, sh, ph, dh), _out_size(W, S, sw, pw, dw)
+    P, Q = _out_size(H, R, sh, pads_h, dh), _out_size(W, S, sw, pads_w, dw)
     G, Cg = groups, C // groups
     cols = xp.empty((N * P * Q, G, R * S * Cg), dtype=x_nhwc.dtype)
     if cols.size:
@@ -52,9 +60,11 @@ def col2im_gpu(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1, la
     """
     launcher = launcher or cuda_launcher()
     xp = backend.get_array_module(cols)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    (sh, sw), (dh, dw) = stride, dilation
+    pads_h, pads_w = sides(padding)
+    (ph, _), (pw, _) = pads_h, pads_w
     N, H, W, C = x_shape_nhwc
-    P, Q = _out_size(H, R, sh, ph, dh), _out_size(W, S, sw, pw, dw)
+    P, Q = _out_size(H, R, sh, pads_h, dh), _out_size(W, S, sw, pads_w, dw)
     G, Cg = groups, C // groups
     expected = (N * P * Q, G, R * S * Cg)
     if tuple(cols.shape) != expected:
