@@ -1,0 +1,74 @@
+"""im2col against Winograd F(2x2, 3x3) and F(4x4, 3x3) on ResNet-50's stride-1 3x3 convolutions.
+
+    python benchmarks/winograd.py              # batch 8, float32, the threads the environment sets
+    python benchmarks/winograd.py --batch 1 --threads 2
+
+For each shape: forward time of each algorithm (median of --reps, after a
+warm-up), the ratio to im2col, and the float32 error of each against the
+float64 result (norm-wise relative error). conv2d picks F(4x4) for maps of at
+least ``winograd.MIN_PIXELS`` output pixels, in inference only: these are the
+figures behind that rule. Run it on a quiet machine (``uptime`` under 0.5).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout works uninstalled
+
+from resnet_np.functional import conv2d_forward  # noqa: E402
+from resnet_np.functional.winograd import use_winograd, winograd_conv3x3_forward  # noqa: E402
+
+# (channels, side) of the stride-1 3x3 convolutions of ResNet-50 at 224x224.
+SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7)]
+
+
+def median_ms(fn, reps):
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="BLAS threads (threadpoolctl)")
+    args = p.parse_args(argv)
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
+    print(f"batch {args.batch}, float32, load average {os.getloadavg()[0]:.2f}")
+    print("| C->K @ side | im2col ms | F(2x2) ms | F(4x4) ms | F(4x4)/im2col | "
+          "float32 error: im2col | F(2x2) | F(4x4) |")
+    print("|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for C, side in SHAPES:
+        x64 = rng.standard_normal((args.batch, side, side, C)).transpose(0, 3, 1, 2)
+        w64 = rng.standard_normal((C, C, 3, 3)) * np.sqrt(2 / (9 * C))
+        x, w = x64.astype(np.float32), w64.astype(np.float32)
+        with use_winograd(False):
+            truth = conv2d_forward(x64, w64, padding=1)[0]
+            direct = lambda: conv2d_forward(x, w, padding=1)[0]
+            t_direct = median_ms(direct, args.reps)
+            outs = {"im2col": direct()}
+        t = {}
+        for m in (2, 4):
+            run = lambda m=m: winograd_conv3x3_forward(x, w, ((1, 1), (1, 1)), m)[0]
+            t[m] = median_ms(run, args.reps)
+            outs[m] = run()
+        err = {k: np.linalg.norm(v - truth) / np.linalg.norm(truth) for k, v in outs.items()}
+        print(f"| {C}->{C} @ {side}x{side} | {t_direct:.1f} | {t[2]:.1f} | {t[4]:.1f} | "
+              f"{t[4] / t_direct:.2f} | {err['im2col']:.1e} | {err[2]:.1e} | {err[4]:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
