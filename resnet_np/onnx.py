@@ -633,6 +633,9 @@ def export_weights(weights, path, model=None, input_size=None, dynamic_size=Fals
     from .convert import load_pretrained
     _import_onnx()
     check_output_path(path, force)
+    if Path(weights).suffix == ".onnx":
+        raise ValueError(f"{weights} is an ONNX model, not weights: export reads a .npz "
+                         "(or a .pth) file; `resnet-np predict --onnx` runs an ONNX model")
     net, config = load_pretrained(weights, model)
     proto = export(net, path, input_size, dynamic_size, opset, fold_batch_norm, config)
     return proto, config
