@@ -530,6 +530,11 @@ def to_onnx(model, input_size=None, dynamic_size=False, opset=DEFAULT_OPSET,
         A module or an option the export does not support, or an input size
         too small for the network; the message names the module.
     """
+    return _build(model, input_size, dynamic_size, opset, fold_batch_norm, config, channels)[0]
+
+
+def _build(model, input_size, dynamic_size, opset, fold_batch_norm, config, channels):
+    """(ModelProto, its serialised bytes), checked by onnx.checker."""
     onnx = _import_onnx()
     config = dict(config or {})
     latest = onnx.defs.onnx_opset_version()
@@ -542,7 +547,7 @@ def to_onnx(model, input_size=None, dynamic_size=False, opset=DEFAULT_OPSET,
                                                                           "input_size")
     if min(size) < 1:
         raise ValueError(f"input_size must be positive, got {input_size!r}")
-    _warn_about(model)
+    _warn_about(model, stacklevel=4)
     b = _Builder(model, opset, fold_batch_norm)
     graph_size = (None, None) if dynamic_size else size
     x = _Value("input", (None, channels) + graph_size)
@@ -564,8 +569,9 @@ def to_onnx(model, input_size=None, dynamic_size=False, opset=DEFAULT_OPSET,
                               ir_version=helper.find_min_ir_version_for(opsets))
     proto.doc_string = f"{type(model).__name__} exported by resnet-np {__version__}"
     helper.set_model_props(proto, _metadata(config, size, fold_batch_norm, out))
-    onnx.checker.check_model(proto)
-    return proto
+    data = proto.SerializeToString()   # the checker reads the bytes; export writes them
+    onnx.checker.check_model(data)
+    return proto, data
 
 
 def _dims(shape, names):
@@ -581,14 +587,16 @@ def _rename_output(graph, old, new):
         node.input[:] = [new if name == old else name for name in node.input]
 
 
-def _warn_about(model):
+def _warn_about(model, stacklevel):
+    """Warn (at the caller of to_onnx or export) about what the export changes."""
     if any(m.training for m in model.modules()):
         warnings.warn(f"{type(model).__name__} is in train mode: it is exported with eval "
-                      "semantics (batch norm uses the running statistics)", stacklevel=3)
+                      "semantics (batch norm uses the running statistics)",
+                      stacklevel=stacklevel)
     weight = next((p for p in model.parameters()), None)
     if weight is not None and weight.dtype != np.float32:
         warnings.warn(f"{type(model).__name__} is {weight.dtype}: it is exported in float32 "
-                      "(onnxruntime has no float64 convolution)", stacklevel=3)
+                      "(onnxruntime has no float64 convolution)", stacklevel=stacklevel)
 
 
 def export(model, path, input_size=None, dynamic_size=False, opset=DEFAULT_OPSET,
@@ -603,8 +611,8 @@ def export(model, path, input_size=None, dynamic_size=False, opset=DEFAULT_OPSET
     from .training.atomic import atomic_write
     path = Path(path)
     check_output_path(path)
-    proto = to_onnx(model, input_size, dynamic_size, opset, fold_batch_norm, config, channels)
-    data = proto.SerializeToString()
+    proto, data = _build(model, input_size, dynamic_size, opset, fold_batch_norm, config,
+                         channels)
     with atomic_write(path) as f:
         f.write(data)
     return proto
