@@ -15,7 +15,7 @@ Each module becomes the ONNX operator that computes the same thing:
                        with fold_batch_norm, folded into the convolution before it:
                        s = gamma / sqrt(var + eps),  W' = W * s,  b' = (b - mean) * s + beta
     ReLU               Relu
-    MaxPool2d          MaxPool (pads, strides, dilations, ceil_mode)
+    MaxPool2d          MaxPool (pads, strides, dilations; ceil_mode as extra padding after)
     AdaptiveAvgPool2d  GlobalAveragePool for 1x1; AveragePool where every cell has the same
                        size (the input size divisible by the output size), else an error
     Flatten            Flatten (axis 1)
@@ -320,17 +320,41 @@ def _max_pool(b, pool, x):
     kernel = _pair(pool.kernel_size, label, "kernel_size")
     stride = _pair(kernel if getattr(pool, "stride", None) is None else pool.stride, label,
                    "stride")
-    ph, pw = _pair(getattr(pool, "padding", 0), label, "padding")
+    pads = _pair(getattr(pool, "padding", 0), label, "padding")
     dilation = _pair(getattr(pool, "dilation", 1), label, "dilation")
     ceil_mode = bool(getattr(pool, "ceil_mode", False))
     n, c, h, w = x.shape
-    sizes = (_output_size(h, kernel[0], stride[0], ph, ph, dilation[0], ceil_mode),
-             _output_size(w, kernel[1], stride[1], pw, pw, dilation[1], ceil_mode))
+    sizes = tuple(_output_size(size, *args, ceil_mode) for size, args in
+                  zip((h, w), zip(kernel, stride, pads, pads, dilation)))
     shape = (n, c) + _spatial(b, pool, x, sizes)
+    ends = [_ceil_as_padding(label, *args, ceil_mode) for args in
+            zip((h, w), sizes, kernel, stride, pads, dilation)]
     name = b.node("MaxPool", [x.name], b.label(pool), kernel_shape=list(kernel),
-                  strides=list(stride), pads=[ph, pw, ph, pw], dilations=list(dilation),
-                  ceil_mode=int(ceil_mode))
+                  strides=list(stride), pads=list(pads) + [end for end, _ in ends],
+                  dilations=list(dilation), ceil_mode=int(any(ceil for _, ceil in ends)))
     return _Value(name, shape)
+
+
+def _ceil_as_padding(label, size, out, kernel, stride, pad, dilation, ceil_mode):
+    """(padding after, ceil_mode) that give torch's output length ``out`` in ONNX.
+
+    torch's ceil_mode drops a last window that would start in the right
+    padding; ONNX's shape rule keeps it, while onnxruntime drops it. Rounding
+    down over just enough padding after the input (which max pooling ignores)
+    gives ``out`` under both rules; where that padding would reach the kernel
+    size (onnxruntime's limit), ceil_mode is kept if both rules agree there.
+    """
+    if not ceil_mode or size is None:
+        return pad, ceil_mode
+    needed = (out - 1) * stride + dilation * (kernel - 1) + 1 - size - pad
+    end = max(pad, needed)
+    if end < kernel:
+        return end, False
+    plain = math.ceil((size + 2 * pad - dilation * (kernel - 1) - 1) / stride) + 1
+    if plain != out:
+        raise ExportError(f"{label}: ceil_mode=True on a length {size} gives {out} windows in "
+                          f"torch but {plain} under ONNX's rule; export for another input size")
+    return pad, True
 
 
 def _adaptive_avg_pool(b, pool, x):

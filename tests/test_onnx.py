@@ -234,7 +234,8 @@ def test_max_pool_options():
     for kwargs in [dict(kernel_size=3, stride=2, padding=1),
                    dict(kernel_size=(3, 2), stride=(2, 3), padding=(1, 0), dilation=(2, 1),
                         ceil_mode=True),
-                   dict(kernel_size=2, ceil_mode=True)]:
+                   dict(kernel_size=2, ceil_mode=True),
+                   dict(kernel_size=3, stride=4, padding=1, ceil_mode=True)]:  # a window less
         pool = nn.MaxPool2d(kwargs["kernel_size"], kwargs.get("stride"), kwargs.get("padding", 0))
         for option in ("dilation", "ceil_mode"):
             if option in kwargs:
@@ -315,13 +316,22 @@ def test_other_refusals():
         to_onnx(object())
 
 
-def test_a_failed_export_leaves_the_old_file(tmp_path):
+def test_a_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"old")
     with pytest.raises(ExportError):
         export(unsupported(lambda m: setattr(m, "relu", Swish())), path, input_size=(8, 8))
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
-    proto = export(rn.resnet18(num_classes=3, cifar_stem=True).eval(), path, input_size=(8, 8))
+    model = rn.resnet18(num_classes=3, cifar_stem=True).eval()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as patch:   # the write itself fails, after the graph is built
+        patch.setattr(rn.training.atomic.os, "fsync", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            export(model, path, input_size=(8, 8))
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    proto = export(model, path, input_size=(8, 8))
     assert onnx.load(str(path)) == proto and len(list(tmp_path.iterdir())) == 1
 
 
