@@ -187,7 +187,10 @@ def export_layer(layer, x, opset=17):
     proto = to_onnx(nn.Sequential(layer).eval(), input_size=x.shape[2:], opset=opset,
                     channels=x.shape[1])
     onnx.checker.check_model(proto, full_check=True)
-    return run(proto, x)
+    out = run(proto, x)
+    declared = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert declared == ["batch", *out.shape[1:]]    # the shapes the export tracked
+    return out
 
 
 def torch_conv(conv, x, padding_mode="zeros", padding=None):
