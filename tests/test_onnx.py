@@ -15,6 +15,7 @@ ort = pytest.importorskip("onnxruntime",
                           reason="the ONNX tests need onnxruntime (pip install 'resnet-np[onnx]')")
 
 import resnet_np as rn  # noqa: E402
+import resnet_np.predict  # noqa: E402,F401
 from resnet_np import nn  # noqa: E402
 from resnet_np.cli import main  # noqa: E402
 from resnet_np.convert import load_pretrained  # noqa: E402
@@ -453,6 +454,20 @@ def test_predict_onnx_prints_the_npz_route_top_k(trained_checkpoint, capsys):
         np.testing.assert_allclose([p for _, _, p in a], [p for _, _, p in b], atol=1e-6)
     assert "holds a resnet18" in fails(capsys, ["predict", pictures[0], "--onnx", out,
                                                 "--model", "resnet34"])
+
+
+def test_predict_onnx_at_a_non_square_export_size(trained_checkpoint, capsys):
+    from PIL import Image
+    folder, pictures = trained_checkpoint
+    npz, out = str(folder / "best.npz"), str(folder / "wide.onnx")
+    top_lines(capsys, ["export", "--weights", npz, out, "--height", "20", "--width", "28"])
+    net, config = load_pretrained(npz)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((28, 20), Image.BILINEAR))
+                       for p in pictures])                      # PIL sizes are (width, height)
+    probs = rn.predict.softmax(ours(net, rn.data.normalize(pixels, config["mean"],
+                                                           config["std"])))
+    for result, p in zip(predict_onnx(pictures, out, topk=4, verbose=False), probs):
+        np.testing.assert_allclose([q for _, _, q in result], np.sort(p)[::-1], atol=1e-6)
 
 
 def test_predict_onnx_with_imagenet_preprocessing(torchvision_pth, tmp_path, capsys):
