@@ -15,12 +15,11 @@ ort = pytest.importorskip("onnxruntime",
                           reason="the ONNX tests need onnxruntime (pip install 'resnet-np[onnx]')")
 
 import resnet_np as rn  # noqa: E402
-import resnet_np.predict  # noqa: E402,F401
 from resnet_np import nn  # noqa: E402
 from resnet_np.cli import main  # noqa: E402
 from resnet_np.convert import load_pretrained  # noqa: E402
 from resnet_np.onnx import ExportError, export, to_onnx  # noqa: E402
-from resnet_np.predict import predict, predict_onnx, resize_and_crop  # noqa: E402
+from resnet_np.predict import predict, predict_onnx, resize_and_crop, softmax  # noqa: E402
 from resnet_np.training import save_checkpoint  # noqa: E402
 from test_cli import fails, write_image  # noqa: E402
 
@@ -464,8 +463,7 @@ def test_predict_onnx_at_a_non_square_export_size(trained_checkpoint, capsys):
     net, config = load_pretrained(npz)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((28, 20), Image.BILINEAR))
                        for p in pictures])                      # PIL sizes are (width, height)
-    probs = rn.predict.softmax(ours(net, rn.data.normalize(pixels, config["mean"],
-                                                           config["std"])))
+    probs = softmax(ours(net, rn.data.normalize(pixels, config["mean"], config["std"])))
     for result, p in zip(predict_onnx(pictures, out, topk=4, verbose=False), probs):
         np.testing.assert_allclose([q for _, _, q in result], np.sort(p)[::-1], atol=1e-6)
 
