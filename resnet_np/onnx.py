@@ -23,9 +23,11 @@ Each module becomes the ONNX operator that computes the same thing:
     blocks             their layers, then Add (the shortcut) and Relu
 
 The graph has one input, ``input`` (batch, C, H, W) float32, whose batch
-dimension is dynamic (H and W too with ``input_size=None``), and one output,
+dimension is dynamic (H and W too with ``dynamic_size=True``), and one output,
 ``logits`` for a ResNet. Initializers are named by the model's state_dict keys
-(``layer1.0.conv1.weight``) and hold those arrays; a folded convolution keeps
+(``layer1.0.conv1.weight``) and hold those arrays (in float32: onnxruntime has
+no float64 convolution, so a float64 model is exported, with a warning, in
+float32); a folded convolution keeps
 its weight's key, and its bias takes the key of the convolution's bias or, if
 it has none, of the batch norm's (``num_batches_tracked`` is not needed).
 
@@ -96,7 +98,8 @@ class _Builder:
         self.opset, self.fold = opset, fold_batch_norm
         # Each module's state_dict prefix inside the exported model ("" for the root).
         self.prefixes = {id(m): prefix for prefix, m in root.named_modules()}
-        self.nodes, self.initializers, self.names = [], {}, set()
+        self.nodes, self.initializers = [], {}
+        self.names = {"input", "logits", "output"}    # the graph's own input and output
 
     def key(self, module, name):
         """The state_dict key of ``module``'s parameter or buffer ``name``."""
@@ -108,15 +111,25 @@ class _Builder:
         return self.prefixes.get(id(module)) or type(module).__name__
 
     def constant(self, name, array, doc=None):
-        """Add an initializer (float arrays as float32) and return its name."""
-        if name not in self.initializers:
-            array = np.ascontiguousarray(array)
-            if array.dtype.kind == "f":
-                array = array.astype(np.float32)
-            tensor = self.onnx.numpy_helper.from_array(array, name)
-            if doc:
-                tensor.doc_string = doc
-            self.initializers[name] = tensor
+        """Add an initializer (float arrays as float32) and return its name.
+
+        A name given twice (a module used twice) must come with the same values.
+        """
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32)
+        if name in self.initializers:
+            if not np.array_equal(self.onnx.numpy_helper.to_array(self.initializers[name]),
+                                  array):
+                raise ExportError(f"{name}: one parameter would need two different values "
+                                  "(a module used twice, folded with two batch norms?); "
+                                  "export without fold_batch_norm")
+            return name
+        tensor = self.onnx.numpy_helper.from_array(array, name)
+        if doc:
+            tensor.doc_string = doc
+        self.initializers[name] = tensor
+        self.names.add(name)
         return name
 
     def node(self, op, inputs, name, **attributes):
@@ -477,10 +490,14 @@ EMITTERS = {ResNet: _resnet, BasicBlock: _basic_block, Bottleneck: _bottleneck,
 # --------------------------------------------------------------------------- #
 def default_input_size(config):
     """(H, W) the weights of ``config`` expect: their training size, else torchvision's 224."""
-    size = config.get("image_size") if "mean" in config else None
-    if size is None:
+    if not _own_preprocessing(config):
         return IMAGENET_CROP, IMAGENET_CROP
-    return _pair(size, "config", "image_size")
+    return _pair(config["image_size"], "config", "image_size")
+
+
+def _own_preprocessing(config):
+    """Whether ``config`` is that of a resnet-np training run, with its size, mean and std."""
+    return "mean" in config and "image_size" in config
 
 
 def preprocessing(config, input_size):
@@ -494,7 +511,7 @@ def preprocessing(config, input_size):
     """
     from .data import IMAGENET_MEAN, IMAGENET_STD
     h, w = input_size
-    if "mean" in config and "std" in config:
+    if _own_preprocessing(config):
         return {"image_size": [h, w], "mean": list(config["mean"]), "std": list(config["std"]),
                 "preprocessing": f"RGB, resized to {w}x{h} (bilinear), scaled to [0, 1], "
                                  "(x - mean) / std per channel, (N, 3, H, W) float32"}
