@@ -293,7 +293,8 @@ def _add_export(commands):
                    help="input width (default: the height)")
     p.add_argument("--dynamic-size", action="store_true",
                    help="accept any height and width at run time")
-    p.add_argument("--opset", type=positive_int, default=17, help="(default: 17)")
+    p.add_argument("--opset", type=positive_int, default=17,
+                   help="ONNX opset, 17 or newer (default: 17)")
     p.add_argument("--fold-bn", action="store_true",
                    help="fold each batch norm into the convolution before it")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")

@@ -207,7 +207,7 @@ def _show(shape):
 # Layers
 # --------------------------------------------------------------------------- #
 def _conv_pads(b, conv, kernel, stride, dilation):
-    """(top, left, bottom, right) zero padding of ``conv``, from an int, a pair or 'same'/'valid'."""
+    """(top, left, bottom, right) zero padding of ``conv``: an int, a pair, 'same' or 'valid'."""
     padding = getattr(conv, "padding", 0)
     if isinstance(padding, str):
         if padding == "valid":
@@ -240,7 +240,8 @@ def _pad(b, module, x, pads, padding_mode):
     name = b.constant(f"{b.label(module)}/pads", np.array([0, 0, top, left, 0, 0, bottom, right],
                                                            dtype=np.int64))
     n, c, h, w = x.shape
-    shape = (n, c, None if h is None else h + top + bottom, None if w is None else w + left + right)
+    shape = (n, c, None if h is None else h + top + bottom,
+             None if w is None else w + left + right)
     return _Value(b.node("Pad", [x.name, name], f"{b.label(module)}.pad", mode=mode), shape)
 
 

@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx", reason="the ONNX tests need onnx (pip install 'resnet-np[onnx]')")
+onnx = pytest.importorskip("onnx",
+                           reason="the ONNX tests need onnx (pip install 'resnet-np[onnx]')")
 ort = pytest.importorskip("onnxruntime",
                           reason="the ONNX tests need onnxruntime (pip install 'resnet-np[onnx]')")
 
@@ -188,7 +189,8 @@ def export_layer(layer, x, opset=17):
                     channels=x.shape[1])
     onnx.checker.check_model(proto, full_check=True)
     out = run(proto, x)
-    declared = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    declared = [d.dim_param or d.dim_value for d in dims]
     assert declared == ["batch", *out.shape[1:]]    # the shapes the export tracked
     return out
 
@@ -391,7 +393,8 @@ def test_export_command_errors(tmp_path, capsys):
     (tmp_path / "garbage.npz").write_bytes(b"\x00" * 64)
     np.savez(tmp_path / "arrays.npz", a=np.zeros(3), b=np.ones(2))
     save_checkpoint(tmp_path / "wrong.npz", model.state_dict(),
-                    {"model": "resnet34", "num_classes": 3, "cifar_stem": True, "dtype": "float32"})
+                    {"model": "resnet34", "num_classes": 3, "cifar_stem": True,
+                     "dtype": "float32"})
     (tmp_path / "taken.onnx").write_bytes(b"mine")
     (tmp_path / "folder.onnx").mkdir()
     before = sorted(p.name for p in tmp_path.iterdir())
