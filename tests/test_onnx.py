@@ -78,9 +78,7 @@ ARCHITECTURES = [
     ("resnext50_32x4d", {}, (33, 47), BOTH),
     ("wide_resnet50_2", {}, (33, 47), (True,)),
     ("resnet18", {"cifar_stem": True}, (15, 11), BOTH),
-    ("resnet50", {"cifar_stem": True}, (15, 11), BOTH),
     ("resnet50", {"replace_stride_with_dilation": [False, True, True]}, (33, 47), BOTH),
-    ("resnext50_32x4d", {"replace_stride_with_dilation": [False, False, True]}, (33, 47), BOTH),
 ]
 
 
