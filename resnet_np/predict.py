@@ -62,11 +62,6 @@ def predict(images, weights, model="resnet50", topk=5, device="cpu", verbose=Tru
     CheckpointError
         Weights of another architecture, or with keys missing.
     """
-    paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    if not paths:
-        raise ValueError("predict: no images given")
-    if not (isinstance(topk, int) and topk >= 1):
-        raise ValueError(f"topk must be a positive integer, got {topk!r}")
     paths, pictures = _read_images(images, topk)   # a bad file fails before the weights load
     net, config = load_pretrained(weights, model, device)
     preprocess = preprocessor(config)
@@ -89,7 +84,8 @@ def predict_onnx(images, path, model=None, topk=5, device="cpu", verbose=True, b
     if model is not None and config.get("model") != model:
         raise ValueError(f"{path} holds a {config.get('model', 'model of unknown name')}, "
                          f"not a {model}")
-    batch = np.stack([preprocessor(config)(picture) for picture in pictures])
+    preprocess = preprocessor(config)
+    batch = np.stack([preprocess(picture) for picture in pictures])        # (N, 3, H, W)
     name = session.get_inputs()[0].name
     logits = np.concatenate([session.run(None, {name: np.ascontiguousarray(chunk)})[0]
                              for chunk in np.split(batch, range(batch_size, len(batch),
@@ -98,6 +94,7 @@ def predict_onnx(images, path, model=None, topk=5, device="cpu", verbose=True, b
 
 
 def _read_images(images, topk):
+    """(paths, PIL images), after checking ``topk``; a missing or bad file is an error."""
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if not paths:
         raise ValueError("predict: no images given")
