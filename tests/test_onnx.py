@@ -144,6 +144,12 @@ def test_nodes_initializers_and_metadata():
     assert json.loads(meta["image_size"]) == [224, 224] and meta["resize_shorter"] == "256"
 
 
+def test_the_module_imports_the_onnx_package_not_itself():
+    import resnet_np.onnx as exporter
+    assert exporter._import_onnx() is onnx and exporter.__name__ == "resnet_np.onnx"
+    assert hasattr(onnx, "helper") and "resnet_np" not in onnx.__file__
+
+
 @pytest.mark.parametrize("opset", [18, 19, 21])
 def test_newer_opsets(opset):
     model = randomise(rn.resnet18(num_classes=4, cifar_stem=True))
