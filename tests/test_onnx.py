@@ -219,6 +219,7 @@ def test_convolution_options():
     assert rel_err(export_layer(no_bias, x), torch_conv(no_bias, x)) < TOLERANCE
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")   # torch's own
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_string_padding(padding):
     x = images(2, 9, 12)
