@@ -4,6 +4,7 @@
     resnet-np evaluate     top-1/top-5, per-class precision and recall, confusion matrix
     resnet-np predict      top-5 classes of image files
     resnet-np convert      torchvision .pth weights to a NumPy .npz
+    resnet-np export       weights to an ONNX file (onnxruntime runs it: predict --onnx)
     resnet-np gradcheck    finite-difference checks of every backward pass
     resnet-np bench        speed of forward and backward passes
 
@@ -85,6 +86,7 @@ def build_parser():
     _add_evaluate(commands)
     _add_predict(commands)
     _add_convert(commands)
+    _add_export(commands)
     _add_delegated(commands)
     return parser
 
@@ -218,9 +220,11 @@ def _add_device_flag(group, default="cpu"):
                        help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
 
 
-def _add_weights_flags(parser):
-    parser.add_argument("--weights", required=True, metavar="PATH",
-                        help="a .npz checkpoint or weights file (.pth with PyTorch installed)")
+def _add_weights_flags(parser, weights_group=None):
+    """--weights (in ``weights_group``, an exclusive group, if given) and --model."""
+    (weights_group or parser).add_argument(
+        "--weights", required=weights_group is None, metavar="PATH",
+        help="a .npz checkpoint or weights file (.pth with PyTorch installed)")
     parser.add_argument("--model", choices=list(MODELS), metavar="NAME",
                         help="the architecture expected (default: whatever the weights hold)")
 
@@ -257,9 +261,14 @@ def _add_predict(commands):
         "was trained with.",
         ["resnet-np predict cat.jpg dog.png --weights resnet50.npz",
          "resnet-np predict cat.jpg --weights resnet18-f37072fd.pth --topk 3   # needs PyTorch",
-         "resnet-np predict seven.png --weights runs/digits/best.npz"])
+         "resnet-np predict seven.png --weights runs/digits/best.npz",
+         "resnet-np predict cat.jpg --onnx resnet50.onnx        # needs onnxruntime"])
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    _add_weights_flags(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    _add_weights_flags(p, source)
+    source.add_argument("--onnx", metavar="PATH",
+                        help="a model written by `resnet-np export`, run by onnxruntime "
+                             "(preprocessing and class names from its metadata)")
     p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="(default: 5)")
     _add_device_flag(p)
     p.set_defaults(handler=_predict)
@@ -279,6 +288,32 @@ def _add_convert(commands):
                    help="the architecture expected; checked against the weights")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     p.set_defaults(handler=_convert)
+
+
+def _add_export(commands):
+    p = _command(
+        commands, "export", "write weights as an ONNX model (opset 17+, dynamic batch)",
+        "Export weights to ONNX, built from resnet-np's own layers (no PyTorch). The\n"
+        "graph's batch dimension is dynamic; its metadata holds the preprocessing\n"
+        "(image size, mean, std) and the class names. Needs the onnx package.",
+        ["resnet-np export --weights resnet50.npz resnet50.onnx",
+         "resnet-np export --weights runs/digits/best.npz digits.onnx --fold-bn",
+         "resnet-np export --weights r18.npz r18.onnx --height 320 --width 480 --opset 18"])
+    p.add_argument("out", metavar="OUT.onnx", help="the file to write (its folder must exist)")
+    _add_weights_flags(p)
+    p.add_argument("--height", type=positive_int, metavar="PX",
+                   help="input height (default: the width if given, else the image size "
+                        "the weights were trained at, else 224)")
+    p.add_argument("--width", type=positive_int, metavar="PX",
+                   help="input width (default: the height)")
+    p.add_argument("--dynamic-size", action="store_true",
+                   help="accept any height and width at run time")
+    p.add_argument("--opset", type=positive_int, default=17,
+                   help="ONNX opset, 17 or newer (default: 17)")
+    p.add_argument("--fold-bn", action="store_true",
+                   help="fold each batch norm into the convolution before it")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(handler=_export)
 
 
 def _add_delegated(commands):
@@ -361,8 +396,9 @@ def _evaluation_set(args, config):
 
 
 def _predict(args, rest):
-    from .predict import predict
-    predict(args.images, args.weights, model=args.model, topk=args.topk, device=args.device)
+    from .predict import predict, predict_onnx
+    run, source = (predict_onnx, args.onnx) if args.onnx else (predict, args.weights)
+    run(args.images, source, model=args.model, topk=args.topk, device=args.device)
     return 0
 
 
@@ -374,6 +410,19 @@ def _convert(args, rest):
         raise FileExistsError(f"{dst} exists; pass --force to replace it")
     dst, config = convert(args.src, dst, model=args.model)
     print(f"wrote {dst}: {describe_model(config)}")
+    return 0
+
+
+def _export(args, rest):
+    from .onnx import export_weights
+    from .training import describe_model
+    size = None if not (args.height or args.width) else (args.height or args.width,
+                                                         args.width or args.height)
+    proto, config = export_weights(args.weights, args.out, args.model, size, args.dynamic_size,
+                                   args.opset, args.fold_bn, args.force)
+    shape = proto.graph.input[0].type.tensor_type.shape.dim
+    print(f"wrote {args.out}: {describe_model(config)}, opset {args.opset}, input "
+          + " x ".join(d.dim_param or str(d.dim_value) for d in shape))
     return 0
 
 

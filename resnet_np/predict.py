@@ -10,6 +10,10 @@ Weights converted from torchvision get torchvision's ImageNet preprocessing
 (resize 256, centre crop 224, ImageNet mean and std) and ImageNet's class
 names; a checkpoint trained with resnet-np gets its own image size,
 normalisation and class names, all saved in the checkpoint.
+
+:func:`predict_onnx` does the same with a model exported by
+:mod:`resnet_np.onnx`, run by onnxruntime: the preprocessing and the class
+names come from the file's metadata.
 """
 import functools
 import os
@@ -58,16 +62,48 @@ def predict(images, weights, model="resnet50", topk=5, device="cpu", verbose=Tru
     CheckpointError
         Weights of another architecture, or with keys missing.
     """
+    paths, pictures = _read_images(images, topk)   # a bad file fails before the weights load
+    net, config = load_pretrained(weights, model, device)
+    preprocess = preprocessor(config)
+    batch = np.stack([preprocess(picture) for picture in pictures])        # (N, 3, H, W)
+    probs = probabilities(net, batch, device, batch_size)
+    return _report(paths, probs, config, topk, verbose)
+
+
+def predict_onnx(images, path, model=None, topk=5, device="cpu", verbose=True, batch_size=16):
+    """:func:`predict` with an exported ONNX file ``path``, run by onnxruntime.
+
+    The preprocessing (image size, resizing, mean and std) and the class
+    names are read from the file's metadata (see :mod:`resnet_np.onnx`), so
+    the results equal those of the weights it was exported from. ``model``,
+    when given, must be the architecture named in the metadata.
+    """
+    from .onnx import load_session
+    paths, pictures = _read_images(images, topk)
+    session, config = load_session(path, device)
+    if model is not None and config.get("model") != model:
+        raise ValueError(f"{path} holds a {config.get('model', 'model of unknown name')}, "
+                         f"not a {model}")
+    preprocess = preprocessor(config)
+    batch = np.stack([preprocess(picture) for picture in pictures])        # (N, 3, H, W)
+    name = session.get_inputs()[0].name
+    logits = np.concatenate([session.run(None, {name: np.ascontiguousarray(chunk)})[0]
+                             for chunk in np.split(batch, range(batch_size, len(batch),
+                                                                batch_size))])
+    return _report(paths, softmax(logits), config, topk, verbose)
+
+
+def _read_images(images, topk):
+    """(paths, PIL images), after checking ``topk``; a missing or bad file is an error."""
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if not paths:
         raise ValueError("predict: no images given")
     if not (isinstance(topk, int) and topk >= 1):
         raise ValueError(f"topk must be a positive integer, got {topk!r}")
-    pictures = [load_image(path) for path in paths]   # a bad file fails before the weights load
-    net, config = load_pretrained(weights, model, device)
-    preprocess = preprocessor(config)
-    batch = np.stack([preprocess(picture) for picture in pictures])        # (N, 3, H, W)
-    probs = probabilities(net, batch, device, batch_size)
+    return paths, [load_image(path) for path in paths]
+
+
+def _report(paths, probs, config, topk, verbose):
     classes = class_names(config)
     results = [top_classes(p, classes, topk) for p in probs]
     if verbose:
@@ -77,7 +113,18 @@ def predict(images, weights, model="resnet50", topk=5, device="cpu", verbose=Tru
 
 
 def preprocessor(config):
-    """``PIL image -> float32 (3, H, W)`` as the weights of ``config`` expect."""
+    """``PIL image -> float32 (3, H, W)`` as the weights of ``config`` expect.
+
+    ``config`` is a checkpoint's configuration or an ONNX file's metadata:
+    ``resize_shorter`` (ONNX metadata) means resize the shorter side, then
+    centre-crop ``image_size``; a ``mean`` and an ``image_size`` alone mean
+    resize to ``image_size`` (an int or (H, W)); neither means torchvision's
+    ImageNet transform.
+    """
+    if "resize_shorter" in config:
+        return functools.partial(resize_and_crop, resize=config["resize_shorter"],
+                                 size=config["image_size"], mean=config["mean"],
+                                 std=config["std"])
     if "mean" in config and "image_size" in config:  # trained with resnet-np
         return functools.partial(_resize_and_normalize, size=config["image_size"],
                                  mean=config["mean"], std=config["std"])
@@ -87,7 +134,32 @@ def preprocessor(config):
 def _resize_and_normalize(image, size, mean, std):
     """The evaluation transform of a resnet-np training run, for one PIL image."""
     Image = pil_image_module()
-    pixels = np.asarray(to_rgb(image).resize((size, size), Image.BILINEAR))
+    h, w = (size, size) if isinstance(size, int) else size
+    pixels = np.asarray(to_rgb(image).resize((w, h), Image.BILINEAR))
+    return normalize(pixels[None], mean, std)[0]
+
+
+def resize_and_crop(image, resize, size, mean, std):
+    """Shorter side to ``resize``, centre crop ``size`` (H, W), normalise: float32 (3, H, W).
+
+    :func:`resnet_np.data.imagenet_preprocess` for a crop of any shape: with
+    ``resize=256, size=(224, 224)`` it computes exactly that.
+    """
+    h, w = size
+    if max(h, w) > resize:
+        raise ValueError(f"crop {h}x{w} exceeds the resized shorter side {resize}")
+    Image = pil_image_module()
+    image = image.convert("RGB")
+    width, height = image.size
+    if width <= height:
+        new_size = (resize, int(resize * height / width))
+    else:
+        new_size = (int(resize * width / height), resize)
+    if new_size != image.size:
+        image = image.resize(new_size, Image.BILINEAR)
+    top = int(round((new_size[1] - h) / 2.0))
+    left = int(round((new_size[0] - w) / 2.0))
+    pixels = np.asarray(image)[top:top + h, left:left + w]
     return normalize(pixels[None], mean, std)[0]
 
 
@@ -108,7 +180,12 @@ def probabilities(model, batch, device="cpu", batch_size=16):
         for start in range(0, len(batch), batch_size):
             x = batch[start:start + batch_size].astype(model.dtype, copy=False)
             chunks.append(backend.to_numpy(model(backend.to_device(x, device))))
-    logits = np.concatenate(chunks).astype(np.float64)
+    return softmax(np.concatenate(chunks))
+
+
+def softmax(logits):
+    """Softmax of (N, num_classes) logits over the classes, in float64."""
+    logits = logits.astype(np.float64)
     logits -= logits.max(axis=1, keepdims=True)    # stable: exp of values <= 0
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
