@@ -142,25 +142,10 @@ def _resize_and_normalize(image, size, mean, std):
 def resize_and_crop(image, resize, size, mean, std):
     """Shorter side to ``resize``, centre crop ``size`` (H, W), normalise: float32 (3, H, W).
 
-    :func:`resnet_np.data.imagenet_preprocess` for a crop of any shape: with
-    ``resize=256, size=(224, 224)`` it computes exactly that.
+    torchvision's evaluation transform for a crop of any shape
+    (:func:`resnet_np.data.imagenet_preprocess`).
     """
-    h, w = size
-    if max(h, w) > resize:
-        raise ValueError(f"crop {h}x{w} exceeds the resized shorter side {resize}")
-    Image = pil_image_module()
-    image = image.convert("RGB")
-    width, height = image.size
-    if width <= height:
-        new_size = (resize, int(resize * height / width))
-    else:
-        new_size = (int(resize * width / height), resize)
-    if new_size != image.size:
-        image = image.resize(new_size, Image.BILINEAR)
-    top = int(round((new_size[1] - h) / 2.0))
-    left = int(round((new_size[0] - w) / 2.0))
-    pixels = np.asarray(image)[top:top + h, left:left + w]
-    return normalize(pixels[None], mean, std)[0]
+    return imagenet_preprocess(image, resize, tuple(size), mean, std)
 
 
 def class_names(config):

@@ -224,16 +224,17 @@ def imagenet_preprocess(image, resize_size=256, crop_size=224,
     resize_size : int
         The shorter side is resized to this; the longer side to
         ``int(resize_size * long / short)`` (truncated, as torchvision does).
-    crop_size : int
-        Side of the centre crop; must not exceed ``resize_size``.
+    crop_size : int or (int, int)
+        Side, or (height, width), of the centre crop; must not exceed ``resize_size``.
     mean, std : sequence of 3 floats
 
     Returns
     -------
-    ndarray of float32, shape (3, crop_size, crop_size)
+    ndarray of float32, shape (3, crop height, crop width)
     """
-    if crop_size > resize_size:
-        raise ValueError(f"crop_size {crop_size} exceeds resize_size {resize_size}")
+    crop_h, crop_w = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
+    if max(crop_h, crop_w) > resize_size:
+        raise ValueError(f"crop {crop_h}x{crop_w} exceeds the resized shorter side {resize_size}")
     Image = pil_image_module()
     image = to_rgb(image)
     w, h = image.size
@@ -245,7 +246,7 @@ def imagenet_preprocess(image, resize_size=256, crop_size=224,
         # the antialiasing torchvision's Resize gets on a PIL image.
         image = image.resize((new_w, new_h), Image.BILINEAR)
     # Python's round() (half to even), as torchvision's center_crop uses.
-    top = int(round((new_h - crop_size) / 2.0))
-    left = int(round((new_w - crop_size) / 2.0))
-    pixels = np.asarray(image)[top:top + crop_size, left:left + crop_size]
+    top = int(round((new_h - crop_h) / 2.0))
+    left = int(round((new_w - crop_w) / 2.0))
+    pixels = np.asarray(image)[top:top + crop_h, left:left + crop_w]
     return normalize(pixels[None], mean, std)[0]
