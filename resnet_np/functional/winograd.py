@@ -166,14 +166,18 @@ def _inverse(a):
 
 
 def _as_arrays(m, xp, dtype):
-    """The transforms of F(m, 3) as arrays of ``dtype`` on the device of ``xp``."""
-    return tuple(xp.asarray(np.array(matrix, dtype=np.float64), dtype=dtype)
-                 for matrix in winograd_matrices(m))
+    """The 2-D transforms of F(m x m, 3 x 3) as arrays of ``dtype`` on the device of ``xp``:
+    kron(A^T, A^T) (m*m, n*n), kron(G, G) (n*n, 9), kron(B^T, B^T) (n*n, n*n).
+
+    ``kron(B^T, B^T) @ vec(d)`` is ``vec(B^T d B)`` for a row-major (n, n) tile d,
+    so each 2-D transform of every tile at once is one matrix product."""
+    return tuple(xp.asarray(np.kron(a, a), dtype=dtype)
+                 for a in (np.array(matrix, dtype=np.float64) for matrix in winograd_matrices(m)))
 
 
 class WinogradCache(NamedTuple):
     """What the backward needs: the transformed input tiles and the geometry."""
-    V: object            # (n, n, T, C) input tiles after B^T d B
+    V: object            # (n*n, T, C) input tiles after B^T d B
     w: object            # (K, C, 3, 3) the filters
     m: int               # output tile side
     x_shape: tuple       # (N, C, H, W)
@@ -188,7 +192,7 @@ def winograd_conv3x3_forward(x, w, padding=((1, 1), (1, 1)), m=4):
     each at most 2  ->  out (N, K, P, Q) (channels-last in memory), cache
     """
     xp = backend.get_array_module(x)
-    AT, G, BT = _as_arrays(m, xp, x.dtype)
+    AA, GG, BB = _as_arrays(m, xp, x.dtype)
     N, C, H, W = x.shape
     K = w.shape[0]
     (top, bottom), (left, right) = padding
@@ -199,17 +203,14 @@ def winograd_conv3x3_forward(x, w, padding=((1, 1), (1, 1)), m=4):
     xpad[:, top:top + H, left:left + W] = x.transpose(0, 2, 3, 1)
     sN, sH, sW, sC = xpad.strides
     tiles = backend.as_strided(xpad, (n, n, N, tP, tQ, C), (sH, sW, sN, sH * m, sW * m, sC))
-    d = xp.ascontiguousarray(tiles).reshape(n, n, -1)                 # (n, n, T*C)
-    V = xp.matmul(BT, xp.matmul(BT, d).transpose(1, 0, 2))            # (nu, xi, T*C): B^T d B
-    V = V.transpose(1, 0, 2).reshape(n * n, -1, C)                    # (n*n, T, C)
-    U = xp.matmul(xp.matmul(G, w), G.T)                               # (K, C, n, n): G g G^T
-    U = xp.ascontiguousarray(U.transpose(2, 3, 1, 0)).reshape(n * n, C, K)
-    M = xp.matmul(V, U).reshape(n, n, -1)                             # (n, n, T*K)
-    Y = xp.matmul(AT, xp.matmul(AT, M).transpose(1, 0, 2))            # (v, u, T*K): A^T M A
-    Y = Y.reshape(m, m, N, tP, tQ, K).transpose(2, 3, 1, 4, 0, 5).reshape(N, tP * m, tQ * m, K)
+    d = xp.ascontiguousarray(tiles).reshape(n * n, -1)                # (n*n, T*C), tiles overlap
+    V = (BB @ d).reshape(n * n, -1, C)                                # (n*n, T, C): B^T d B
+    U = (GG @ w.reshape(K * C, 9).T).reshape(n * n, K, C)             # (n*n, K, C): G g G^T
+    M = xp.matmul(V, U.transpose(0, 2, 1))                            # (n*n, T, K)
+    Y = AA @ M.reshape(n * n, -1)                                     # (m*m, T*K): A^T M A
+    Y = Y.reshape(m, m, N, tP, tQ, K).transpose(2, 3, 0, 4, 1, 5).reshape(N, tP * m, tQ * m, K)
     out = xp.ascontiguousarray(Y[:, :P, :Q])
-    cache = WinogradCache(V.reshape(n, n, -1, C), w, m, x.shape, ((top, bottom), (left, right)),
-                          (tP, tQ))
+    cache = WinogradCache(V, w, m, x.shape, ((top, bottom), (left, right)), (tP, tQ))
     return out.transpose(0, 3, 1, 2), cache
 
 
@@ -220,18 +221,16 @@ def winograd_conv3x3_backward(dout, cache, input_grad=True):
     """
     xp = backend.get_array_module(dout)
     V, w, m, (N, C, H, W), ((top, bottom), (left, right)), (tP, tQ) = cache
-    AT, G, _ = _as_arrays(m, xp, dout.dtype)
+    AA, GG, _ = _as_arrays(m, xp, dout.dtype)
     K, P, Q, n = w.shape[0], dout.shape[2], dout.shape[3], m + 2
-    # dY in whole tiles (zeros past the edge), laid out (u, v, T*K).
+    # dY in whole tiles (zeros past the edge), laid out (u, v, T, K).
     dY = xp.zeros((N, tP * m, tQ * m, K), dtype=dout.dtype)
     dY[:, :P, :Q] = dout.transpose(0, 2, 3, 1)
     dY = xp.ascontiguousarray(dY.reshape(N, tP, m, tQ, m, K).transpose(2, 4, 0, 1, 3, 5))
-    dY = dY.reshape(m, m, -1)
-    Z = xp.matmul(AT.T, xp.matmul(AT.T, dY).transpose(1, 0, 2))       # (nu, xi, T*K): A dY A^T
-    Z = Z.transpose(1, 0, 2).reshape(n * n, -1, K)                    # (n*n, T, K)
-    dU = xp.matmul(V.reshape(n * n, -1, C).transpose(0, 2, 1), Z)     # (n*n, C, K)
-    dU = dU.reshape(n, n, C, K).transpose(3, 2, 0, 1)                 # (K, C, n, n)
-    dw = xp.matmul(xp.matmul(G.T, dU), G)                             # (K, C, 3, 3): G^T dU G
+    Z = (AA.T @ dY.reshape(m * m, -1)).reshape(n * n, -1, K)          # (n*n, T, K): A dY A^T
+    dU = xp.matmul(V.transpose(0, 2, 1), Z)                           # (n*n, C, K)
+    dw = (GG.T @ dU.reshape(n * n, -1)).reshape(3, 3, C, K)           # G^T dU G
+    dw = xp.ascontiguousarray(dw.transpose(3, 2, 0, 1))               # (K, C, 3, 3)
     if not input_grad:
         return None, dw
     w_flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
