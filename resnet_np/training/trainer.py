@@ -97,7 +97,7 @@ class Trainer:
         steps = len(self.train_loader)
         self.scheduler = build_schedule(self.optimizer, config.schedule, config.epochs * steps,
                                         config.lr_decay_rate, config.warmup_epochs * steps)
-        self.criterion = CrossEntropyLoss(config.label_smoothing)
+        self.criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.epoch, self.batch = 0, 0      # epochs done; batches done in the current epoch
         self.sums = _new_sums()            # running totals of the current epoch
         self.history, self.best_top1 = [], None
