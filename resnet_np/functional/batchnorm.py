@@ -41,6 +41,7 @@ class BatchNormCache(NamedTuple):
     x_mat: object           # the input (eval mode only; None in train mode)
     centered: object        # x - mean (train mode only; None in eval mode)
     mean: object            # (C,) the mean used: the batch's, or running_mean
+    offset: object          # (C,) float64: the mean minus its rounding in centered (or 0)
     inv_std: object         # (C,) float64, 1 / sqrt(var + eps)
     gamma: Optional[object]
     has_beta: bool
@@ -115,7 +116,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
     x_mat = _channels_last_matrix(x)
     M = x_mat.shape[0]
     if N == 0:
-        cache = BatchNormCache(None, None, None, None, gamma, beta is not None, training,
+        cache = BatchNormCache(None, None, None, 0.0, None, gamma, beta is not None, training,
                                x.shape, x.dtype)
         return xp.zeros(x.shape, dtype=x.dtype), cache
     if training:
@@ -123,8 +124,11 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
             raise ValueError(f"{layer}: train mode needs more than 1 value per channel, got "
                              f"input shape {tuple(x.shape)}")
         mean = channel_sum(x_mat) / M                      # float64
+        # centered = x - mean rounded to x's dtype; offset is what that rounding left
+        # out, (x - mean) = centered - offset: carried in float64 into every sum.
         centered = x_mat - mean.astype(x.dtype)
-        var = channel_sum(centered, centered) / M
+        offset = mean - mean.astype(x.dtype)
+        var = channel_sum(centered, centered) / M - offset * offset
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += (momentum * mean).astype(x.dtype)
@@ -132,6 +136,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
             running_var += (momentum * var * (M / (M - 1))).astype(x.dtype)
     else:
         mean, var, centered = running_mean, running_var.astype(xp.float64), None
+        offset = 0.0
     inv_std = 1 / xp.sqrt(var + eps)
     # out = gamma * (x - mean) * inv_std + beta, as one scale and one shift per channel:
     # two passes over the activations instead of four.
@@ -139,12 +144,13 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
     shift = xp.zeros(C, xp.float64) if beta is None else beta.astype(xp.float64)
     if training:
         out = centered * scale.astype(x.dtype)
+        shift = shift - offset * scale
     else:
         out = x_mat * scale.astype(x.dtype)
         shift = shift - mean * scale
     out += shift.astype(x.dtype)
     # Train mode keeps x - mean; eval mode keeps x (its own input, no new memory).
-    cache = BatchNormCache(None if training else x_mat, centered, mean, inv_std, gamma,
+    cache = BatchNormCache(None if training else x_mat, centered, mean, offset, inv_std, gamma,
                            beta is not None, training, x.shape, x.dtype)
     return out.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache
 
@@ -164,13 +170,15 @@ def batch_norm2d_backward(dout, cache):
     M = dout_mat.shape[0]
     centered = c.centered if c.training else c.x_mat - c.mean    # eval: the forward kept x
     dbeta = channel_sum(dout_mat)                                  # float64
-    dgamma = channel_sum(dout_mat, centered) * c.inv_std          # sum(dout * xhat)
+    dgamma = (channel_sum(dout_mat, centered) - c.offset * dbeta) * c.inv_std   # sum(dout*xhat)
     scale = c.inv_std if c.gamma is None else c.gamma * c.inv_std
     if c.training:
-        # dx = scale * (dout - dbeta / M - xhat * dgamma / M), with xhat = centered * inv_std
-        dx = centered * (-c.inv_std * dgamma / M).astype(dtype)
+        # dx = scale * (dout - dbeta / M - xhat * dgamma / M), with
+        # xhat = (centered - offset) * inv_std
+        k = -c.inv_std * dgamma / M
+        dx = centered * k.astype(dtype)
         dx += dout_mat
-        dx -= (dbeta / M).astype(dtype)
+        dx += (-dbeta / M - c.offset * k).astype(dtype)
         dx *= scale.astype(dtype)
     else:
         dx = dout_mat * scale.astype(dtype)
