@@ -210,3 +210,19 @@ def test_cifar_stem():
     out = model(np.zeros((2, 3, 32, 32), np.float32))
     assert out.shape == (2, 10)
     assert model.backward(np.ones_like(out)).shape == (2, 3, 32, 32)
+
+
+def test_float32_train_gradients_as_close_to_the_truth_as_torchvisions():
+    """ResNet-18 in train mode, float32: the median over all gradients of our error over
+    torchvision's, both against the float64 truth. Row-after-row float32 sums in batch
+    norm made it 1.65 here; blocked sums with float64 totals bring it to 1.26, the rest
+    being the float32 accumulation of the convolutions' matrix products."""
+    gen = np.random.default_rng(0)
+    x, dlogits = gen.standard_normal((4, 3, 64, 64)), gen.standard_normal((4, 10))
+    _, truth = run_torchvision("resnet18", "float64", True, x, dlogits)
+    _, theirs = run_torchvision("resnet18", "float32", True, x, dlogits)
+    state = {k: v.numpy() for k, v in torchvision_model("resnet18", "float32").state_dict().items()}
+    ours = run_ours("resnet18", "float32", True, state, x, dlogits)
+    keys = [k for k in truth if "running" not in k and "num_batches" not in k]
+    ratios = [rel_err(ours[k], truth[k]) / rel_err(theirs[k], truth[k]) for k in keys]
+    assert np.median(ratios) < 1.45, np.median(ratios)

@@ -33,7 +33,7 @@ import numpy as np
 from .. import backend
 from ._checks import check_dout, check_float, check_rank, check_same_dtype
 
-BLOCK_ROWS = 128
+BLOCK_ROWS = 16
 
 
 class BatchNormCache(NamedTuple):
