@@ -370,3 +370,27 @@ def test_load_state_dict_messages_stay_readable():
     other = rn.resnet18(num_classes=10)
     other.load_state_dict({f"module.{k}": v for k, v in state.items()})
     np.testing.assert_array_equal(other.fc.weight.data, state["fc.weight"])
+
+
+def test_backward_failing_after_taking_its_cache_puts_it_back():
+    """Without the output check of __call__ (forward called directly) the layer's own
+    dout check raises after the cache was taken: it is put back all the same."""
+    layer = nn.Linear(4, 3, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    layer.forward(x)
+    with pytest.raises(ValueError, match=r"dout has shape \(2, 4\), expected \(2, 3\)"):
+        layer.backward(np.ones((2, 4)))
+    np.testing.assert_allclose(layer.backward(np.ones((2, 3))), np.ones((2, 3)) @ layer.weight.data)
+
+
+def test_parameter_tied_between_two_layers_is_listed_once():
+    net = nn.Sequential(nn.Linear(3, 3, dtype="float64"), nn.ReLU(), nn.Linear(3, 3, dtype="float64"))
+    net[2].weight = net[0].weight                       # tied weights, two modules
+    assert [k for k, _ in net.named_parameters()] == ["0.weight", "0.bias", "2.bias"]
+    assert list(net.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    net.backward(np.ones_like(net(x)))
+    w = net[0].weight
+    h = x @ w.data.T + net[0].bias.data
+    expected = (np.ones((2, 3)) @ w.data * (h > 0)).T @ x + np.ones((2, 3)).T @ np.maximum(h, 0)
+    np.testing.assert_allclose(w.grad, expected, rtol=1e-12)

@@ -336,3 +336,12 @@ def test_optim_after_import_resnet_np():
     code = ("import sys, resnet_np as rn; rn.optim.SGD; rn.optim.build_schedule; "
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_relu_passes_dout_at_a_nan_input_as_torch():
+    x = np.array([np.nan, -1.0, 2.0, 0.0])
+    x_t = torch.tensor(x, requires_grad=True)
+    torch.relu(x_t).backward(torch.ones(4, dtype=torch.float64))
+    relu = nn.ReLU()
+    relu(x)
+    close(relu.backward(np.ones(4)), x_t.grad)             # [1, 0, 1, 0]

@@ -140,8 +140,12 @@ class Module:
         if name in self._buffers and (value is None or hasattr(value, "dtype")):
             self.register_buffer(name, value)       # assigning to a buffer updates it, as torch
             return
+        # A new value of the same kind keeps its place in the registry (as torch's).
+        keep = self._parameters if isinstance(value, Parameter) else \
+            self._modules if isinstance(value, Module) else None
         for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
+            if registry is not keep:
+                registry.pop(name, None)
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
