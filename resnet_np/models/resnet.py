@@ -139,9 +139,9 @@ class Bottleneck(_Block):
         self.bn2 = norm(width)
         self.conv3 = conv1x1(width, planes * self.expansion, dtype=dtype)
         self.bn3 = norm(planes * self.expansion)
-        # torchvision uses one ReLU module three times; here one per use, so each
-        # keeps its own cache for backward (they hold no parameters, so the
-        # state_dict is unchanged).
+        # torchvision uses one ReLU module three times; here one per use (a module
+        # used twice would work too, its caches stacked, but one per use reads as
+        # the backward runs; they hold no parameters, so the state_dict is unchanged).
         self.relu = ReLU(inplace=True)
         self.relu2 = ReLU(inplace=True)
         self.downsample = downsample
