@@ -216,8 +216,9 @@ def test_gradcheck_catches_a_wrong_gradient():
 # ----------------------------------------------------------------- conventions as torch's
 def small_net(seed=0, dtype="float64"):
     rn.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, dtype=dtype), nn.BatchNorm2d(4, dtype=dtype),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2, dtype=dtype))
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, dtype=dtype),
+                         nn.BatchNorm2d(4, dtype=dtype), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 2, dtype=dtype))
 
 
 def test_no_grad_is_thread_local():
@@ -329,7 +330,8 @@ def test_non_array_inputs_say_how_to_convert(model):
     with pytest.raises(TypeError, match=r"input 0 is a list, not a NumPy or CuPy array; "
                                         r"convert it with np.asarray"):
         model(images().tolist())
-    with pytest.raises(TypeError, match=r"input 0 is a torch.Tensor.*x.detach\(\).cpu\(\).numpy\(\)"):
+    with pytest.raises(TypeError,
+                       match=r"input 0 is a torch.Tensor.*x.detach\(\).cpu\(\).numpy\(\)"):
         model(torch.zeros(2, 3, 32, 32))
     with pytest.raises(TypeError, match="is a float"):
         nn.ReLU()(1.5)
@@ -384,7 +386,8 @@ def test_backward_failing_after_taking_its_cache_puts_it_back():
 
 
 def test_parameter_tied_between_two_layers_is_listed_once():
-    net = nn.Sequential(nn.Linear(3, 3, dtype="float64"), nn.ReLU(), nn.Linear(3, 3, dtype="float64"))
+    net = nn.Sequential(nn.Linear(3, 3, dtype="float64"), nn.ReLU(),
+                        nn.Linear(3, 3, dtype="float64"))
     net[2].weight = net[0].weight                       # tied weights, two modules
     assert [k for k, _ in net.named_parameters()] == ["0.weight", "0.bias", "2.bias"]
     assert list(net.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]

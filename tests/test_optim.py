@@ -550,5 +550,6 @@ def test_build_schedule_counts_steps_and_keeps_its_former_names():
         lrs(total_steps=12, epochs=12)
     with pytest.raises(TypeError, match="missing the argument 'total_steps'"):
         lrs()
-    with pytest.raises(ValueError, match=r"warmup_steps must be an integer in \[0, total_steps=12\)"):
+    with pytest.raises(ValueError,
+                       match=r"warmup_steps must be an integer in \[0, total_steps=12\)"):
         lrs(total_steps=12, warmup_steps=12)

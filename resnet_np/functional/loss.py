@@ -11,7 +11,8 @@ row of target weights T_i, so that
 
 with eps = label_smoothing and w the class weights (1 when not given):
 
-    class indices y:   T_i = (1 - eps) w[y_i] onehot(y_i) + eps / M * w    (0 where y_i == ignore_index)
+    class indices y:   T_i = (1 - eps) w[y_i] onehot(y_i) + eps / M * w
+                       (T_i = 0 where y_i == ignore_index)
     probabilities t:   T_i = ((1 - eps) t_i + eps / M) * w
 
 reduction 'none' keeps loss_i; 'sum' adds them; 'mean' divides the sum by

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
+from ._state import capped, is_numeric, kind_of, member, strip_data_parallel_prefix
 
 _state = threading.local()      # per thread, as torch's grad mode: enabled, depth
 
@@ -273,7 +274,7 @@ class Module:
         that prefix stripped. Returns ``(missing_keys, unexpected_keys)``.
         """
         slots = self._slots()
-        state_dict = _strip_data_parallel_prefix(state_dict, slots)
+        state_dict = strip_data_parallel_prefix(state_dict, slots)
         missing = [k for k in slots if k not in state_dict]
         unexpected = [k for k in state_dict if k not in slots]
         mismatched, non_numeric = [], []
@@ -281,24 +282,24 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            if not _is_numeric(value):
-                non_numeric.append(f"{key} ({_kind_of(value)})")
+            if not is_numeric(value):
+                non_numeric.append(f"{key} ({kind_of(value)})")
                 continue
-            current = _member(module, name)
+            current = member(module, name)
             shape = tuple(getattr(value, "shape", np.shape(value)))
             if shape != tuple(current.shape):
                 mismatched.append(f"{key}: checkpoint {shape} vs model {tuple(current.shape)}")
         problems = []
         if strict and missing:
-            problems.append(f"missing keys ({len(missing)}): {_capped(missing)}")
+            problems.append(f"missing keys ({len(missing)}): {capped(missing)}")
         if strict and unexpected:
-            problems.append(f"unexpected keys ({len(unexpected)}): {_capped(unexpected)}")
+            problems.append(f"unexpected keys ({len(unexpected)}): {capped(unexpected)}")
         if mismatched:
             problems.append(f"shape mismatches ({len(mismatched)}): "
-                            f"{_capped(mismatched, sep='; ')}")
+                            f"{capped(mismatched, sep='; ')}")
         if non_numeric:
             problems.append(f"values that are not numeric arrays ({len(non_numeric)}): "
-                            f"{_capped(non_numeric)}")
+                            f"{capped(non_numeric)}")
         if problems:
             hint = self.describe_state_dict(state_dict) if (missing or unexpected or mismatched) \
                 else None
@@ -307,7 +308,7 @@ class Module:
         for key, (module, name) in slots.items():
             if key not in state_dict:
                 continue
-            current = _member(module, name)
+            current = member(module, name)
             xp = backend.get_array_module(current)
             value = state_dict[key]
             value = value.detach() if hasattr(value, "detach") else value   # a torch tensor
@@ -441,41 +442,6 @@ def _check_dout(dout, shape, dtype, device):
     if tuple(dout.shape) != shape:
         raise ValueError(f"backward: dout has shape {tuple(dout.shape)}, expected {shape} "
                          "(the forward's output shape)")
-
-
-def _member(module, name):
-    return module._parameters[name].data if name in module._parameters \
-        else module._buffers[name]
-
-
-def _is_numeric(value):
-    dtype = getattr(value, "dtype", None)
-    if dtype is None or not hasattr(value, "shape"):
-        return False
-    kind = getattr(dtype, "kind", None)
-    if kind is None:                                   # a torch dtype
-        return not getattr(dtype, "is_complex", False) and str(dtype) != "torch.bool"
-    return kind in "biuf"
-
-
-def _kind_of(value):
-    dtype = getattr(value, "dtype", None)
-    return f"dtype {dtype}" if dtype is not None else type(value).__name__
-
-
-def _capped(items, count=8, sep=", "):
-    """The first ``count`` items, then 'and N more'."""
-    shown = sep.join(items[:count])
-    return shown + (f"{sep}and {len(items) - count} more" if len(items) > count else "")
-
-
-def _strip_data_parallel_prefix(state_dict, slots):
-    """Keys 'module.conv1.weight' of a DataParallel checkpoint -> 'conv1.weight'."""
-    keys = list(state_dict)
-    if keys and all(k.startswith("module.") for k in keys) and \
-            not any(k.startswith("module.") for k in slots):
-        return OrderedDict((k[len("module."):], v) for k, v in state_dict.items())
-    return state_dict
 
 
 def _relocate(err, module):
