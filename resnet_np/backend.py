@@ -2,7 +2,8 @@
 
 Every layer takes its array module ``xp`` from its inputs with
 :func:`get_array_module`, so the same maths runs on either device. The only
-place that names CuPy is this file (and the optional GPU kernels).
+place that imports CuPy is this file; there are no hand-written GPU kernels:
+on the GPU the layers run CuPy's own array operations and cuBLAS.
 
 Defaults: float32 everywhere; float64 on request (``dtype="float64"``) for
 gradient checks. Arrays keep the dtype they are given: no layer upcasts.

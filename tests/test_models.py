@@ -1,10 +1,13 @@
 """Every ResNet against torchvision with the same random weights: logits, the
 input gradient, every parameter gradient and the running statistics, in train
 and eval mode, float64 and float32, on non-square odd-sized inputs."""
+import contextlib
+
 import numpy as np
 import pytest
 
 import resnet_np as rn
+import resnet_np.functional as F
 from reference import import_torchvision, torch
 
 torchvision = import_torchvision()
@@ -56,6 +59,38 @@ def run_ours(name, dtype, train, state_dict, x, dlogits, **kwargs):
     return result
 
 
+@contextlib.contextmanager
+def relu_masks(record=None, replay=None):
+    """Record the ReLU masks (out > 0) of one run, or impose recorded masks on another.
+
+    A float32 run differs from the float64 truth in a few ReLUs whose input is
+    within rounding of 0: there the gradient flips between 0 and dout, an error
+    of the kink, not of the arithmetic. Replaying the float32 run's masks in the
+    float64 run gives the truth for the same piecewise-linear function.
+    """
+    forward, backward = F.relu_forward, F.relu_backward
+    masks = iter(replay or ())
+
+    def relu_forward(x, inplace=False):
+        if replay is None:
+            out, cache = forward(x, inplace)
+            record.append(out > 0)
+            return out, cache
+        mask = next(masks)
+        return np.multiply(x, mask, out=x if inplace else None), ("mask", mask)
+
+    def relu_backward(dout, cache):
+        if isinstance(cache, tuple):
+            return dout * cache[1]
+        return backward(dout, cache)
+
+    F.relu_forward, F.relu_backward = relu_forward, relu_backward
+    try:
+        yield
+    finally:
+        F.relu_forward, F.relu_backward = forward, backward
+
+
 def compare(name, dtype, train, x_shape, seed=0, **kwargs):
     """Run both models forward and backward on the same weights and data.
 
@@ -65,6 +100,8 @@ def compare(name, dtype, train, x_shape, seed=0, **kwargs):
     so ill-conditioned that torchvision's own float32 gradients stray from the
     float64 truth by up to a few percent (see the note in test_float32_...);
     ours must then be within 1e-3 or no worse than twice torchvision's error.
+    Our float32 run is measured against our float64 run with its ReLU masks
+    (see relu_masks), which equals the truth but for the kinks.
     Buffers are compared after the forward: the running statistics it updated.
     """
     gen = np.random.default_rng(seed)
@@ -74,14 +111,21 @@ def compare(name, dtype, train, x_shape, seed=0, **kwargs):
     # the weights before the forward: a train-mode forward updates the running stats
     state = {k: v.numpy() for k, v in torchvision_model(name, dtype, seed=seed, **kwargs)
              .state_dict().items()}
-    ours = run_ours(name, dtype, train, state, x, dlogits, **kwargs)
+    masks = []
+    with relu_masks(record=masks):
+        ours = run_ours(name, dtype, train, state, x, dlogits, **kwargs)
     assert set(ours) == set(theirs)
     tolerance = TOLERANCE[dtype]
     if dtype == "float64":
         truth, allowed = theirs, {k: tolerance for k in theirs}
     else:
-        _, truth = run_torchvision(name, "float64", train, x, dlogits, seed, **kwargs)
-        allowed = {k: max(tolerance, 2 * rel_err(theirs[k], truth[k])) for k in truth}
+        _, torch_truth = run_torchvision(name, "float64", train, x, dlogits, seed, **kwargs)
+        allowed = {k: max(tolerance, 2 * rel_err(theirs[k], torch_truth[k]))
+                   for k in torch_truth}
+        state64 = {k: v.numpy() for k, v in torchvision_model(name, "float64", seed=seed,
+                                                               **kwargs).state_dict().items()}
+        with relu_masks(replay=masks):
+            truth = run_ours(name, "float64", train, state64, x, dlogits, **kwargs)
     errors = {}
     for key in truth:
         if key.endswith("num_batches_tracked"):
@@ -166,3 +210,19 @@ def test_cifar_stem():
     out = model(np.zeros((2, 3, 32, 32), np.float32))
     assert out.shape == (2, 10)
     assert model.backward(np.ones_like(out)).shape == (2, 3, 32, 32)
+
+
+def test_float32_train_gradients_as_close_to_the_truth_as_torchvisions():
+    """ResNet-18 in train mode, float32: the median over all gradients of our error over
+    torchvision's, both against the float64 truth. Row-after-row float32 sums in batch
+    norm made it 1.65 here; blocked sums with float64 totals bring it to 1.26, the rest
+    being the float32 accumulation of the convolutions' matrix products."""
+    gen = np.random.default_rng(0)
+    x, dlogits = gen.standard_normal((4, 3, 64, 64)), gen.standard_normal((4, 10))
+    _, truth = run_torchvision("resnet18", "float64", True, x, dlogits)
+    _, theirs = run_torchvision("resnet18", "float32", True, x, dlogits)
+    state = {k: v.numpy() for k, v in torchvision_model("resnet18", "float32").state_dict().items()}
+    ours = run_ours("resnet18", "float32", True, state, x, dlogits)
+    keys = [k for k in truth if "running" not in k and "num_batches" not in k]
+    ratios = [rel_err(ours[k], truth[k]) / rel_err(theirs[k], truth[k]) for k in keys]
+    assert np.median(ratios) < 1.45, np.median(ratios)

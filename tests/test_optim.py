@@ -514,10 +514,10 @@ INVALID_SCHEDULES = [
     (lambda o: SequentialLR(o, [StepLR(o, 2), StepLR(o, 3)], [0]), ValueError,
      "milestones must be increasing"),
     (lambda o: build_schedule(o, "exponential", 10), ValueError, "unknown schedule 'exponential'"),
-    (lambda o: build_schedule(o, "cosine", 0), ValueError, "epochs must be an integer >= 1"),
+    (lambda o: build_schedule(o, "cosine", 0), ValueError, "total_steps must be an integer >= 1"),
     (lambda o: build_schedule(o, "cosine", 10, warmup_epochs=10), ValueError,
-     r"warmup_epochs must be an integer in \[0, epochs=10\)"),
-    (lambda o: build_schedule(o, "cosine", 10, warmup_epochs=-1), ValueError, "warmup_epochs"),
+     r"warmup_steps must be an integer in \[0, total_steps=10\)"),
+    (lambda o: build_schedule(o, "cosine", 10, warmup_epochs=-1), ValueError, "warmup_steps"),
     (lambda o: build_schedule(o, "step", 10, milestones=[5]), ValueError,
      "milestones apply to the 'multistep' schedule"),
     (lambda o: build_schedule(o, "cosine", 10, step_size=2), ValueError,
@@ -537,3 +537,19 @@ def test_optimizer_base_needs_an_update_rule():
     opt.param_groups[0]["params"][0].grad = np.zeros(2)
     with pytest.raises(NotImplementedError, match="Optimizer._update"):
         opt.step()
+
+
+def test_build_schedule_counts_steps_and_keeps_its_former_names():
+    def lrs(**kwargs):
+        opt = SGD([Parameter(np.zeros(1))], lr=1.0)
+        return lrs_per_epoch(opt, build_schedule(opt, "cosine", **kwargs), 12)[:, 0]
+
+    np.testing.assert_array_equal(lrs(total_steps=12, warmup_steps=3),
+                                  lrs(epochs=12, warmup_epochs=3))
+    with pytest.raises(TypeError, match="give total_steps or its former name epochs, not both"):
+        lrs(total_steps=12, epochs=12)
+    with pytest.raises(TypeError, match="missing the argument 'total_steps'"):
+        lrs()
+    with pytest.raises(ValueError,
+                       match=r"warmup_steps must be an integer in \[0, total_steps=12\)"):
+        lrs(total_steps=12, warmup_steps=12)

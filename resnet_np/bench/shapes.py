@@ -11,11 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..functional._checks import pair
 from ..nn import BatchNorm2d, Conv2d, Linear, MaxPool2d, no_grad
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 @dataclass(frozen=True)
@@ -96,8 +93,8 @@ def _spec_of(module, x):
         return LayerSpec("bn", **seen)
     if isinstance(module, MaxPool2d):
         stride = module.stride if module.stride is not None else module.kernel_size
-        return LayerSpec("maxpool", kernel=_pair(module.kernel_size), stride=_pair(stride),
-                         padding=_pair(module.padding), **seen)
+        return LayerSpec("maxpool", kernel=pair(module.kernel_size), stride=pair(stride),
+                         padding=pair(module.padding), **seen)
     return LayerSpec("fc", out_features=module.out_features, bias=module.bias is not None, **seen)
 
 

@@ -1,8 +1,12 @@
 """ReLU.
 
-    out = max(x, 0)                 any shape
-    dx  = dout * [out > 0]          (the gradient at 0 is taken as 0, as torch does)
+    out = max(x, 0)                 any shape; NaN stays NaN, as in torch
+    dx  = 0 where out <= 0, else dout
+          (the gradient at 0 is taken as 0; at a NaN input dout passes; where
+          out <= 0 a NaN or inf in dout is blocked: exactly torch's threshold_backward)
 """
+import numpy as np
+
 from .. import backend
 from ._checks import check_dout
 
@@ -12,6 +16,7 @@ def relu_forward(x, inplace=False):
 
     ``inplace=True`` writes the result over ``x`` (torch's ``ReLU(inplace=True)``):
     no new array, for an input that nothing else keeps, such as a batch norm's output.
+    The cache is ``out`` itself: its sign is the mask of the backward.
     """
     xp = backend.get_array_module(x)
     out = xp.maximum(x, 0, out=x if inplace else None)
@@ -19,8 +24,23 @@ def relu_forward(x, inplace=False):
 
 
 def relu_backward(dout, cache):
-    """dout -> dx, routed through the positive entries only."""
+    """dout -> dx, routed through the entries whose output is not <= 0."""
     out = cache
     check_dout("relu", dout, out.shape)
-    # A multiply by the boolean mask is 3x faster in NumPy than xp.where.
-    return dout * (out > 0)
+    xp = backend.get_array_module(dout)
+    if xp is not np:                                  # one elementwise kernel on the GPU
+        return xp.where(out <= 0, xp.zeros((), dtype=dout.dtype), dout)
+    # NumPy: a multiply by the mask is ~15x faster than np.where and equal to it
+    # unless dout holds NaN or inf (a NaN or inf times a blocked 0 gives NaN):
+    # then, and only then, the exact route.
+    with np.errstate(invalid="ignore"):
+        dx = dout * ~(out <= 0)
+    if not np.isfinite(dx).all():
+        dx = relu_backward_naive(dout, cache)
+    return dx
+
+
+def relu_backward_naive(dout, cache):
+    """dx = 0 where out <= 0, else dout, as one ``where``."""
+    xp = backend.get_array_module(dout)
+    return xp.where(cache <= 0, xp.zeros((), dtype=dout.dtype), dout)

@@ -32,6 +32,41 @@ def conv1x1(in_planes, out_planes, stride=1, dtype="float32"):
     return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False, dtype=dtype)
 
 
+def _norm_factory(norm_layer, dtype):
+    """``channels -> normalisation module`` in the model's dtype.
+
+    ``norm_layer`` is called as torchvision calls it, ``norm_layer(channels)``
+    (BatchNorm2d when None); a module it makes in another dtype is cast to
+    ``dtype``, so ``functools.partial(BatchNorm2d, eps=1e-3)`` works as is.
+    """
+    dtype = backend.resolve_dtype(dtype)
+    if norm_layer is None:
+        return lambda channels: BatchNorm2d(channels, dtype=dtype)
+    if not callable(norm_layer):
+        raise TypeError(f"norm_layer must be a callable channels -> module (such as "
+                        f"BatchNorm2d), got {norm_layer!r}")
+
+    def make(channels):
+        module = norm_layer(channels)
+        if not isinstance(module, Module):
+            raise TypeError(f"norm_layer({channels}) returned {type(module).__name__}, "
+                            "not a resnet_np Module (use resnet_np.nn.BatchNorm2d, not torch's)")
+        _cast_floats(module, dtype)
+        return module
+    return make
+
+
+def _cast_floats(module, dtype):
+    """Cast every floating-point parameter and buffer of ``module`` to ``dtype``."""
+    for m in module.modules():
+        for p in m._parameters.values():
+            if p is not None and p.data.dtype != dtype:
+                p.data = p.data.astype(dtype)
+        for name, b in list(m._buffers.items()):
+            if b is not None and b.dtype.kind == "f" and b.dtype != dtype:
+                m.register_buffer(name, b.astype(dtype))
+
+
 class _Block(Module):
     """The shortcut and the final add + ReLU shared by both block types."""
 
@@ -65,11 +100,12 @@ class BasicBlock(_Block):
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
         if dilation > 1:
             raise ValueError("Dilation > 1 not supported in BasicBlock")
+        norm = _norm_factory(norm_layer, dtype)
         self.conv1 = conv3x3(inplanes, planes, stride, dtype=dtype)
-        self.bn1 = BatchNorm2d(planes, dtype=dtype)
+        self.bn1 = norm(planes)
         self.relu = ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes, dtype=dtype)
-        self.bn2 = BatchNorm2d(planes, dtype=dtype)
+        self.bn2 = norm(planes)
         self.downsample = downsample
         self.stride = stride
 
@@ -96,15 +132,16 @@ class Bottleneck(_Block):
                  dilation=1, norm_layer=None, dtype="float32"):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
+        norm = _norm_factory(norm_layer, dtype)
         self.conv1 = conv1x1(inplanes, width, dtype=dtype)
-        self.bn1 = BatchNorm2d(width, dtype=dtype)
+        self.bn1 = norm(width)
         self.conv2 = conv3x3(width, width, stride, groups, dilation, dtype=dtype)
-        self.bn2 = BatchNorm2d(width, dtype=dtype)
+        self.bn2 = norm(width)
         self.conv3 = conv1x1(width, planes * self.expansion, dtype=dtype)
-        self.bn3 = BatchNorm2d(planes * self.expansion, dtype=dtype)
-        # torchvision uses one ReLU module three times; here one per use, so each
-        # keeps its own cache for backward (they hold no parameters, so the
-        # state_dict is unchanged).
+        self.bn3 = norm(planes * self.expansion)
+        # torchvision uses one ReLU module three times; here one per use (a module
+        # used twice would work too, its caches stacked, but one per use reads as
+        # the backward runs; they hold no parameters, so the state_dict is unchanged).
         self.relu = ReLU(inplace=True)
         self.relu2 = ReLU(inplace=True)
         self.downsample = downsample
@@ -136,6 +173,9 @@ class ResNet(Module):
                  dtype="float32", cifar_stem=False):
         super().__init__()
         self._dtype = backend.resolve_dtype(dtype)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+                or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if len(layers) != 4:
             raise ValueError(f"layers must list 4 block counts, got {layers}")
         if replace_stride_with_dilation is None:
@@ -143,6 +183,8 @@ class ResNet(Module):
         if len(replace_stride_with_dilation) != 3:
             raise ValueError("replace_stride_with_dilation should be None or a 3-element tuple, "
                              f"got {replace_stride_with_dilation}")
+        self._norm_layer = norm_layer
+        norm = _norm_factory(norm_layer, dtype)
         self.inplanes, self.dilation = 64, 1
         self.groups, self.base_width = groups, width_per_group
         self.block, self.layers_config, self.cifar_stem = block, list(layers), cifar_stem
@@ -150,7 +192,7 @@ class ResNet(Module):
             self.conv1 = Conv2d(3, 64, 3, stride=1, padding=1, bias=False, dtype=dtype)
         else:
             self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False, dtype=dtype)
-        self.bn1 = BatchNorm2d(64, dtype=dtype)
+        self.bn1 = norm(64)
         self.relu = ReLU(inplace=True)
         self.maxpool = None if cifar_stem else MaxPool2d(3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, 64, layers[0])
@@ -170,14 +212,15 @@ class ResNet(Module):
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = Sequential(conv1x1(self.inplanes, planes * block.expansion, stride,
                                             dtype=self._dtype),
-                                    BatchNorm2d(planes * block.expansion, dtype=self._dtype))
+                                    _norm_factory(self._norm_layer, self._dtype)(
+                                        planes * block.expansion))
         layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width,
-                        previous_dilation, dtype=self._dtype)]
+                        previous_dilation, self._norm_layer, dtype=self._dtype)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
             layers.append(block(self.inplanes, planes, groups=self.groups,
                                 base_width=self.base_width, dilation=self.dilation,
-                                dtype=self._dtype))
+                                norm_layer=self._norm_layer, dtype=self._dtype))
         return Sequential(*layers)
 
     def _init_weights(self, zero_init_residual):
@@ -188,14 +231,16 @@ class ResNet(Module):
                 std = math.sqrt(2.0 / (K * R * S))
                 m.weight.data = (backend.rng().standard_normal(m.weight.shape) * std).astype(self._dtype)
             elif isinstance(m, BatchNorm2d):
-                m.weight.data = np.ones_like(m.weight.data)
-                m.bias.data = np.zeros_like(m.bias.data)
+                if m.weight is not None:
+                    m.weight.data = np.ones_like(m.weight.data)
+                if m.bias is not None:
+                    m.bias.data = np.zeros_like(m.bias.data)
         if zero_init_residual:
             for m in self.modules():
-                if isinstance(m, Bottleneck):
-                    m.bn3.weight.data = np.zeros_like(m.bn3.weight.data)
-                elif isinstance(m, BasicBlock):
-                    m.bn2.weight.data = np.zeros_like(m.bn2.weight.data)
+                last = m.bn3 if isinstance(m, Bottleneck) else \
+                    m.bn2 if isinstance(m, BasicBlock) else None
+                if getattr(last, "weight", None) is not None:
+                    last.weight.data = np.zeros_like(last.weight.data)
 
     def _check_input(self, x):
         if getattr(x, "ndim", None) != 4:
@@ -240,6 +285,65 @@ class ResNet(Module):
 
     def extra_repr(self):
         return f"num_classes={self.num_classes}, dtype={self._dtype.name}"
+
+    def describe_state_dict(self, state_dict):
+        """Which ResNet a state dict holds, when it is not this one (for load errors)."""
+        theirs = _architecture_of(state_dict)
+        if theirs is None:
+            return None
+        ours = (self.block.__name__, tuple(self.layers_config), self.groups, self.base_width,
+                self.num_classes, self.cifar_stem)
+        name = _ARCHITECTURES.get(theirs[:4])
+        described = name or (f"{theirs[0]} {list(theirs[1])}, groups={theirs[2]}, "
+                             f"width_per_group={theirs[3]}")
+        options = [f"num_classes={theirs[4]}"] + (["cifar_stem=True"] if theirs[5] else [])
+        if theirs[:4] != ours[:4]:
+            build = f"resnet_np.{name}" if name else "resnet_np.models.ResNet"
+            return (f"these look like {described} weights, not "
+                    f"{_ARCHITECTURES.get(ours[:4], 'this model')}'s: build that model "
+                    f"({build}({', '.join(options)}))")
+        if theirs[4] != ours[4]:
+            return (f"the checkpoint has {theirs[4]} classes and this model {ours[4]}: build it "
+                    f"with num_classes={theirs[4]}, or leave out fc.weight and fc.bias and load "
+                    "with strict=False to fine-tune")
+        if theirs[5] != ours[5]:
+            return (f"the checkpoint's conv1 is the {'CIFAR' if theirs[5] else 'ImageNet'} stem: "
+                    f"build the model with cifar_stem={theirs[5]}")
+        return None
+
+
+# (block, blocks per stage, groups, width_per_group) -> model name
+_ARCHITECTURES = {
+    ("BasicBlock", (2, 2, 2, 2), 1, 64): "resnet18",
+    ("BasicBlock", (3, 4, 6, 3), 1, 64): "resnet34",
+    ("Bottleneck", (3, 4, 6, 3), 1, 64): "resnet50",
+    ("Bottleneck", (3, 4, 23, 3), 1, 64): "resnet101",
+    ("Bottleneck", (3, 8, 36, 3), 1, 64): "resnet152",
+    ("Bottleneck", (3, 4, 6, 3), 32, 4): "resnext50_32x4d",
+    ("Bottleneck", (3, 4, 6, 3), 1, 128): "wide_resnet50_2",
+}
+
+
+def _architecture_of(state_dict):
+    """(block, blocks per stage, groups, width_per_group, classes, cifar_stem) from the
+    keys and shapes of a torchvision-style ResNet state dict, or None."""
+    def shape(key):
+        return tuple(getattr(state_dict.get(key), "shape", ()))
+
+    counts = []
+    for stage in range(1, 5):
+        blocks = {key.split(".")[1] for key in state_dict if key.startswith(f"layer{stage}.")}
+        counts.append(len(blocks))
+    if not all(counts) or len(shape("fc.weight")) != 2 or len(shape("conv1.weight")) != 4:
+        return None
+    bottleneck = "layer1.0.conv3.weight" in state_dict
+    groups, width = 1, 64
+    if bottleneck and len(shape("layer1.0.conv2.weight")) == 4:
+        out_channels, per_group = shape("layer1.0.conv2.weight")[:2]
+        groups = out_channels // max(per_group, 1)
+        width = out_channels // max(groups, 1)
+    return ("Bottleneck" if bottleneck else "BasicBlock", tuple(counts), groups, width,
+            shape("fc.weight")[0], shape("conv1.weight")[2] == 3)
 
 
 def _resnet(block, layers, **kwargs):

@@ -91,41 +91,81 @@ class Conv2d(Module):
 
 
 class BatchNorm2d(Module):
-    """Batch normalisation of each channel; weight 1, bias 0, running mean 0, var 1.
+    """Batch normalisation of each channel of (N, C, H, W) input, as torch.nn.BatchNorm2d.
 
-    Buffers, as torch names them: running_mean, running_var, num_batches_tracked.
+    Positional arguments as torch's: ``(num_features, eps, momentum, affine,
+    track_running_stats)``; ``bias`` and ``dtype`` are keyword-only.
+
+    affine               weight (1) and bias (0) are learnt (``bias=False``: weight only).
+    track_running_stats  buffers running_mean (0), running_var (1) and
+                         num_batches_tracked; eval mode normalises with them. Without
+                         them (False) there are no buffers and eval mode, like train
+                         mode, uses the batch's statistics.
+    momentum             running <- (1 - momentum) * running + momentum * batch; ``None``
+                         is the cumulative average, momentum = 1 / num_batches_tracked.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype="float32"):
+                 track_running_stats=True, *, bias=True, dtype="float32"):
         super().__init__()
-        if not affine or not track_running_stats:
-            raise ValueError("BatchNorm2d: only affine=True, track_running_stats=True is supported")
+        if not (isinstance(num_features, (int, np.integer)) and num_features > 0):
+            raise ValueError(f"BatchNorm2d: num_features must be a positive int, "
+                             f"got {num_features!r}")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"BatchNorm2d: eps must be a positive number, got {eps!r}")
+        if momentum is not None and not (isinstance(momentum, (int, float))
+                                         and 0 <= momentum <= 1):
+            raise ValueError(f"BatchNorm2d: momentum must be a number in [0, 1] or None "
+                             f"(cumulative average), got {momentum!r}")
         dtype = backend.resolve_dtype(dtype)
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = Parameter(np.ones(num_features, dtype=dtype))
-        self.bias = Parameter(np.zeros(num_features, dtype=dtype))
-        self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
-        self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
-        self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        self.weight = Parameter(np.ones(num_features, dtype=dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype)) if affine and bias else None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
 
     def forward(self, x):
-        out, cache = F.batch_norm2d_forward(x, self.weight.data, self.bias.data,
-                                            self.running_mean, self.running_var,
-                                            self.training, self.momentum, self.eps)
-        if self.training:
-            self._set_buffer("num_batches_tracked", self.num_batches_tracked + 1)
+        if getattr(x, "ndim", None) != 4:
+            raise ValueError(f"BatchNorm2d: expected 4D input (N, C, H, W), got "
+                             f"{getattr(x, 'ndim', 0)}D input of shape "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            count = self.num_batches_tracked
+            self.num_batches_tracked = backend.get_array_module(count).asarray(count + 1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        # Without running statistics eval mode too normalises with the batch's, as torch.
+        use_batch_stats = self.training or not self.track_running_stats
+        out, cache = F.batch_norm2d_forward(
+            x, None if self.weight is None else self.weight.data,
+            None if self.bias is None else self.bias.data,
+            self.running_mean, self.running_var, use_batch_stats, factor, self.eps)
         self._save(cache)
         return out
 
     def backward(self, dout):
         dx, dgamma, dbeta = F.batch_norm2d_backward(dout, self._pop_cache())
-        self.weight.accumulate_grad(dgamma)
-        self.bias.accumulate_grad(dbeta)
+        if self.weight is not None:
+            self.weight.accumulate_grad(dgamma)
+        if self.bias is not None:
+            self.bias.accumulate_grad(dbeta)
         return dx
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        s = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        if not self.affine:
+            s += ", affine=False"
+        elif self.bias is None:
+            s += ", bias=False"
+        return s + ("" if self.track_running_stats else ", track_running_stats=False")
 
 
 class ReLU(Module):
@@ -213,7 +253,10 @@ class Flatten(Module):
 
 
 class Linear(Module):
-    """out = x @ weight.T + bias; weight (F, D) and bias U(-1/sqrt(D), 1/sqrt(D)) as torch."""
+    """out = x @ weight.T + bias; weight (F, D) and bias U(-1/sqrt(D), 1/sqrt(D)) as torch.
+
+    Input (*, D), as torch's: (N, D), an unbatched (D,), any leading dimensions, N = 0.
+    """
 
     def __init__(self, in_features, out_features, bias=True, dtype="float32"):
         super().__init__()
@@ -241,19 +284,55 @@ class Linear(Module):
 
 
 class CrossEntropyLoss:
-    """Mean softmax cross-entropy: ``loss = criterion(logits, labels)``, then
-    ``dlogits = criterion.backward()`` (the gradient of the loss itself)."""
+    """Softmax cross-entropy, with torch.nn.CrossEntropyLoss's signature:
+    ``loss = criterion(logits, target)``, then ``dlogits = criterion.backward()``
+    (the gradient of the loss itself; for ``reduction='none'`` pass dloss of the
+    loss's shape). See :mod:`resnet_np.functional.loss` for the definitions.
 
-    def __init__(self, label_smoothing=0.0):
-        self.label_smoothing = label_smoothing
+    weight           (M,) class weights: each target's loss is scaled by its class's weight,
+                     and 'mean' divides by the sum of the weights of the targets kept.
+    ignore_index     class-index targets equal to it add nothing (and count for nothing).
+    reduction        'mean', 'sum' or 'none'.
+    label_smoothing  in [0, 1]: the target mixes with the uniform distribution.
+    size_average, reduce: torch's deprecated spellings of ``reduction``; not supported.
+    """
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean", label_smoothing=0.0):
+        if size_average is not None or reduce is not None:
+            raise ValueError("CrossEntropyLoss: size_average and reduce are deprecated in torch "
+                             "and not supported here; use reduction='mean', 'sum' or 'none'")
+        if weight is not None and not hasattr(weight, "shape"):
+            raise TypeError(f"CrossEntropyLoss: weight must be an array of class weights, got "
+                            f"{type(weight).__name__} {weight!r}"
+                            + ("; for label smoothing pass label_smoothing=..."
+                               if isinstance(weight, float) else ""))
+        if reduction not in F.loss.REDUCTIONS:
+            raise ValueError(f"CrossEntropyLoss: reduction must be one of "
+                             f"{F.loss.REDUCTIONS}, got {reduction!r}")
+        if not (isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing <= 1):
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got "
+                             f"{label_smoothing!r}")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(f"CrossEntropyLoss: ignore_index must be an int, got "
+                            f"{ignore_index!r}")
+        self.weight, self.ignore_index = weight, int(ignore_index)
+        self.reduction, self.label_smoothing = reduction, label_smoothing
         self._cache = None
 
-    def __call__(self, logits, labels):
-        loss, self._cache = F.softmax_cross_entropy_forward(logits, labels, self.label_smoothing)
+    def __call__(self, logits, target):
+        loss, self._cache = F.softmax_cross_entropy_forward(
+            logits, target, self.label_smoothing, weight=self.weight,
+            ignore_index=self.ignore_index, reduction=self.reduction)
         return loss
 
     def backward(self, dloss=1.0):
         if self._cache is None:
             raise RuntimeError("CrossEntropyLoss: backward called without a forward to match")
-        cache, self._cache = self._cache, None
-        return F.softmax_cross_entropy_backward(dloss, cache)
+        dlogits = F.softmax_cross_entropy_backward(dloss, self._cache)
+        self._cache = None
+        return dlogits
+
+    def __repr__(self):
+        return (f"CrossEntropyLoss(reduction={self.reduction!r}, "
+                f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing})")

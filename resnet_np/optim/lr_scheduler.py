@@ -212,69 +212,89 @@ class SequentialLR(LRScheduler):
 SCHEDULE_NAMES = ("step", "multistep", "cosine", "constant")
 
 
-def build_schedule(optimizer, name, epochs, lr_decay_rate=0.1, warmup_epochs=0,
-                   milestones=None, step_size=None):
+def build_schedule(optimizer, name, total_steps=None, lr_decay_rate=0.1, warmup_steps=0,
+                   milestones=None, step_size=None, *, epochs=None, warmup_epochs=None):
     """The learning-rate schedule of a training run, by name.
+
+    The schedule counts calls of its ``step()``: steps. The training command
+    steps it after every batch (``total_steps`` = epochs x batches per epoch);
+    a loop that steps it once per epoch passes epochs.
 
     Parameters
     ----------
     optimizer : Optimizer
     name : {"step", "multistep", "cosine", "constant"}
-        ``step``: multiply by ``lr_decay_rate`` every ``step_size`` epochs
-        (default: a third of the epochs after warm-up); ``multistep``: multiply
+        ``step``: multiply by ``lr_decay_rate`` every ``step_size`` steps
+        (default: a third of the steps after warm-up); ``multistep``: multiply
         by ``lr_decay_rate`` at each of ``milestones`` (default: at 50% and
-        75% of the epochs after warm-up); ``cosine``: anneal to 0 over the
-        epochs after warm-up; ``constant``: keep the initial rate.
-    epochs : int
-        Length of the run.
+        75% of the steps after warm-up); ``cosine``: anneal to 0 over the
+        steps after warm-up; ``constant``: keep the initial rate.
+    total_steps : int
+        Length of the run, in calls of ``scheduler.step()``.
     lr_decay_rate : float, default 0.1
         The factor of ``step`` and ``multistep``.
-    warmup_epochs : int, default 0
+    warmup_steps : int, default 0
         If > 0, first raise the rate linearly from 0.1x to 1x over this many
-        epochs; the named schedule then starts at epoch ``warmup_epochs`` and
-        counts its epochs (``step_size``, ``milestones``) from there.
+        steps; the named schedule then starts at step ``warmup_steps`` and
+        counts its steps (``step_size``, ``milestones``) from there.
     milestones : list of int, optional
         Only for ``multistep``.
     step_size : int, optional
         Only for ``step``.
+    epochs, warmup_epochs : int, optional
+        The former names of ``total_steps`` and ``warmup_steps`` (the same values).
 
     Returns
     -------
     LRScheduler
     """
+    total_steps = _renamed("total_steps", total_steps, "epochs", epochs)
+    warmup_steps = _renamed("warmup_steps", warmup_steps, "warmup_epochs", warmup_epochs,
+                            default=0)
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"unknown schedule {name!r}: expected one of {SCHEDULE_NAMES}")
-    if not (isinstance(epochs, numbers.Integral) and epochs >= 1):
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if not (isinstance(warmup_epochs, numbers.Integral) and 0 <= warmup_epochs < epochs):
-        raise ValueError(f"warmup_epochs must be an integer in [0, epochs={epochs}), "
-                         f"got {warmup_epochs!r}")
+    if not (isinstance(total_steps, numbers.Integral) and total_steps >= 1):
+        raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+    if not (isinstance(warmup_steps, numbers.Integral) and 0 <= warmup_steps < total_steps):
+        raise ValueError(f"warmup_steps must be an integer in [0, total_steps={total_steps}), "
+                         f"got {warmup_steps!r}")
     if milestones is not None and name != "multistep":
         raise ValueError(f"milestones apply to the 'multistep' schedule, not {name!r}")
     if step_size is not None and name != "step":
         raise ValueError(f"step_size applies to the 'step' schedule, not {name!r}")
 
     warmup = None
-    if warmup_epochs > 0:
-        warmup = LinearLR(optimizer, start_factor=0.1, end_factor=1.0, total_iters=warmup_epochs)
-    main = _main_schedule(optimizer, name, epochs - warmup_epochs, lr_decay_rate,
+    if warmup_steps > 0:
+        warmup = LinearLR(optimizer, start_factor=0.1, end_factor=1.0, total_iters=warmup_steps)
+    main = _main_schedule(optimizer, name, total_steps - warmup_steps, lr_decay_rate,
                           milestones, step_size)
     if warmup is None:
         return main
-    return SequentialLR(optimizer, [warmup, main], milestones=[warmup_epochs])
+    return SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
 
 
-def _main_schedule(optimizer, name, epochs, lr_decay_rate, milestones, step_size):
-    """The named schedule over ``epochs`` epochs (those after any warm-up)."""
+def _renamed(name, value, old_name, old_value, default=None):
+    """The value of a keyword given under its name or its former name (not both)."""
+    if old_value is None:
+        if value is None and default is None:
+            raise TypeError(f"build_schedule() missing the argument {name!r}")
+        return value
+    if value not in (None, default):
+        raise TypeError(f"build_schedule(): give {name} or its former name {old_name}, not both")
+    return old_value
+
+
+def _main_schedule(optimizer, name, steps, lr_decay_rate, milestones, step_size):
+    """The named schedule over ``steps`` steps (those after any warm-up)."""
     if name == "step":
         if step_size is None:
-            step_size = max(1, epochs // 3)
+            step_size = max(1, steps // 3)
         return StepLR(optimizer, step_size, gamma=lr_decay_rate)
     if name == "multistep":
         if milestones is None:
-            milestones = [epochs // 2, epochs * 3 // 4]
+            milestones = [steps // 2, steps * 3 // 4]
         return MultiStepLR(optimizer, milestones, gamma=lr_decay_rate)
     if name == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=epochs)
+        return CosineAnnealingLR(optimizer, T_max=steps)
     # "constant": without milestones the rate never changes.
     return MultiStepLR(optimizer, [], gamma=1.0)

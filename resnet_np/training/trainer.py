@@ -117,9 +117,11 @@ class Trainer:
         # Stepped after every batch, so the warm-up ramps up smoothly and the
         # decay follows the run batch by batch even when it is a few epochs long.
         steps = len(self.train_loader)
-        self.scheduler = build_schedule(self.optimizer, config.schedule, config.epochs * steps,
-                                        config.lr_decay_rate, config.warmup_epochs * steps)
-        self.criterion = CrossEntropyLoss(config.label_smoothing)
+        self.scheduler = build_schedule(self.optimizer, config.schedule,
+                                        total_steps=config.epochs * steps,
+                                        lr_decay_rate=config.lr_decay_rate,
+                                        warmup_steps=config.warmup_epochs * steps)
+        self.criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.epoch, self.batch = 0, 0      # epochs done; batches done in the current epoch
         self.sums = _new_sums()            # running totals of the current epoch
         self.history, self.best_top1 = [], None
