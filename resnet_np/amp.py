@@ -267,13 +267,17 @@ class MixedPrecision:
 def _run_in_float32(bn, compute_dtype):
     """Shadow a batch norm's forward and backward (on the instance) so that it
     computes in float32 between half-precision neighbours."""
-    forward, backward = bn.forward, bn.backward
+    forward = bn.forward
+    # The class's backward checks dout against the output the module returned (half
+    # precision here); the float32 dout this shadow hands on goes to the check-free inner one.
+    cls_backward = type(bn).backward
+    inner_backward = getattr(cls_backward, "__wrapped__", cls_backward)
 
     def forward_in_float32(x):
         return forward(x.astype(np.float32)).astype(compute_dtype)
 
     def backward_in_float32(dout):
-        return backward(dout.astype(np.float32)).astype(compute_dtype)
+        return inner_backward(bn, dout.astype(np.float32)).astype(compute_dtype)
 
     object.__setattr__(bn, "forward", forward_in_float32)
     object.__setattr__(bn, "backward", backward_in_float32)
