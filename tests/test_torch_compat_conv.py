@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from reference import torch
+from resnet_np import functional as F
 from resnet_np import nn
 from resnet_np.gradcheck import relative_error
 
@@ -284,15 +285,19 @@ def test_flatten_refuses_what_torch_refuses(dims, shape, match):
                                     nn.Flatten()], ids=lambda m: type(m).__name__)
 def test_non_arrays_are_refused_with_how_to_convert(module):
     x = np.zeros((1, 2, 4, 4), np.float32)
-    with pytest.raises(TypeError, match=r"input must be a NumPy or CuPy array, got list; "
-                                        r"convert it with np.asarray\(input"):
+    with pytest.raises(TypeError, match=r"input 0 is a list, not a NumPy or CuPy array; "
+                                        r"convert it with np.asarray\(x"):
         module(x.tolist())
-    with pytest.raises(TypeError, match=r"got torch.Tensor; convert it with "
-                                        r"input.detach\(\).cpu\(\).numpy\(\)"):
+    with pytest.raises(TypeError, match=r"is a torch.Tensor, not a NumPy or CuPy array; "
+                                        r"convert it with x.detach\(\).cpu\(\).numpy\(\)"):
         module(torch.tensor(x))
     module(x)
-    with pytest.raises(TypeError, match="dout must be a NumPy or CuPy array, got list"):
+    with pytest.raises(TypeError, match="dout is a list, not a NumPy or CuPy array"):
         module.backward([[0.0]])
+    # The functional layers say the same, with the argument's name.
+    with pytest.raises(TypeError, match=r"input is a list, not a NumPy or CuPy array; "
+                                        r"convert it with np.asarray\(input"):
+        F.max_pool2d_forward(x.tolist(), 2)
 
 
 def test_an_empty_batch_runs_through_conv_pools_and_flatten():

@@ -62,17 +62,26 @@ def check_dout(layer, dout, expected_shape):
                          f"expected {tuple(expected_shape)} (the forward's output shape)")
 
 
-def check_array(layer, x, name="input"):
-    """A NumPy or CuPy array, or a ``TypeError`` that names the type and how to convert it."""
-    xp = get_array_module(x)
-    if isinstance(x, xp.ndarray):
-        return
+def is_array(x):
+    """True for a NumPy or CuPy array."""
+    return isinstance(x, get_array_module(x).ndarray)
+
+
+def describe_non_array(x, name="x"):
+    """'a list, not a NumPy or CuPy array; convert it with np.asarray(x, ...)' and the like:
+    what ``x`` is and how to make it an array."""
     kind = f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
-    if hasattr(x, "detach") and hasattr(x, "numpy"):
+    if hasattr(x, "detach") and hasattr(x, "numpy"):   # a torch tensor
         how = f"convert it with {name}.detach().cpu().numpy()"
     else:
         how = f"convert it with np.asarray({name}, dtype='float32')"
-    raise TypeError(f"{layer}: {name} must be a NumPy or CuPy array, got {kind}; {how}")
+    return f"a {kind}, not a NumPy or CuPy array; {how}"
+
+
+def check_array(layer, x, name="input"):
+    """A NumPy or CuPy array, or a ``TypeError`` that names the type and how to convert it."""
+    if not is_array(x):
+        raise TypeError(f"{layer}: {name} is {describe_non_array(x, name)}")
 
 
 def check_image_rank(layer, x):

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
+from ..functional._checks import describe_non_array, is_array
 from ._state import capped, is_numeric, kind_of, member, strip_data_parallel_prefix
 
 _state = threading.local()      # per thread, as torch's grad mode: enabled, depth
@@ -42,23 +43,6 @@ def no_grad():
 
 def is_grad_enabled():
     return getattr(_state, "enabled", True)
-
-
-def is_array(x):
-    """True for a NumPy or CuPy array."""
-    return isinstance(x, np.ndarray) or backend.get_array_module(x) is not np
-
-
-def describe_non_array(x):
-    """'a list', 'a torch.Tensor'... and how to turn it into an array."""
-    kind = type(x)
-    name = f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" \
-        else kind.__qualname__
-    if kind.__module__.startswith("torch"):
-        how = "convert it with x.detach().cpu().numpy()"
-    else:
-        how = "convert it with np.asarray(x, dtype='float32')"
-    return f"a {name}, not a NumPy or CuPy array; {how}"
 
 
 def check_module_input(module, x, index=0):
@@ -432,7 +416,7 @@ def _guarded_backward(backward):
 
 def _check_dout(dout, shape, dtype, device):
     if not is_array(dout):
-        raise TypeError(f"backward: dout is {describe_non_array(dout)}")
+        raise TypeError(f"backward: dout is {describe_non_array(dout, 'dout')}")
     if backend.device_of(dout) != device:
         raise ValueError(f"backward: dout is on the {backend.device_of(dout)} but the forward's "
                          f"output is on the {device}")
