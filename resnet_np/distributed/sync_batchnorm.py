@@ -25,7 +25,6 @@ Eval mode is BatchNorm2d's: the running statistics, no communication.
 from typing import Any, NamedTuple
 
 from .. import backend
-from .. import functional as F
 from ..functional._checks import check_dout, check_float, check_rank, check_same_dtype
 from ..nn import BatchNorm2d
 
@@ -57,16 +56,19 @@ def sync_batch_norm2d_forward(x, gamma, beta, running_mean, running_var, comm,
     """Train-mode batch norm with the statistics of every rank's batch.
 
     Returns ``out (N_r, C, H, W), cache``; updates the running statistics in
-    place (equally on every rank). Two allreduces: the sums and M (C + 1
-    float64 numbers), then the sums of squares (C numbers).
+    place (equally on every rank), unless they are None. ``gamma`` and ``beta``
+    may be None (no affine parameters: 1 and 0). Two allreduces: the sums and M
+    (C + 1 float64 numbers), then the sums of squares (C numbers).
     """
     layer = "sync_batch_norm2d"
     check_rank(layer, x, 4, "(N, C, H, W)")
     check_float(layer, x)
-    check_same_dtype(layer, x, gamma, "weight")
-    if gamma.shape != (x.shape[1],):
-        raise ValueError(f"{layer}: input has {x.shape[1]} channels but the layer has "
-                         f"{gamma.shape[0]} (x.shape={tuple(x.shape)})")
+    for name, p in (("weight", gamma), ("bias", beta), ("running_mean", running_mean)):
+        if p is not None:
+            check_same_dtype(layer, x, p, name)
+            if p.shape != (x.shape[1],):
+                raise ValueError(f"{layer}: input has {x.shape[1]} channels but the layer has "
+                                 f"{p.shape[0]} (x.shape={tuple(x.shape)})")
     xp = backend.get_array_module(x)
     x_mat = _channels_last(x)
     C = x_mat.shape[1]
@@ -83,13 +85,15 @@ def sync_batch_norm2d_forward(x, gamma, beta, running_mean, running_var, comm,
     var = xp.einsum("mc,mc->c", centered, centered)
     comm.allreduce(var)
     var /= count
-    running_mean *= 1 - momentum
-    running_mean += momentum * mean
-    running_var *= 1 - momentum
-    running_var += momentum * var * (count / (count - 1))
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (count / (count - 1))
     inv_std = 1 / xp.sqrt(var + eps)
-    out = centered * (gamma * inv_std)
-    out += beta
+    out = centered * (inv_std if gamma is None else gamma * inv_std)
+    if beta is not None:
+        out += beta
     cache = SyncBatchNormCache(centered, inv_std, gamma, count, tuple(x.shape), comm)
     return _channels_first(out, x.shape), cache
 
@@ -110,7 +114,7 @@ def sync_batch_norm2d_backward(dout, cache):
     dx = cache.centered * (-cache.inv_std * dgamma / M)
     dx += dout_mat
     dx -= dbeta / M
-    dx *= cache.gamma * cache.inv_std
+    dx *= cache.inv_std if cache.gamma is None else cache.gamma * cache.inv_std
     return _channels_first(dx, cache.shape), local[C:], local[:C]
 
 
@@ -123,8 +127,9 @@ class SyncBatchNorm2d(BatchNorm2d):
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype="float32", comm=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+                 track_running_stats=True, *, bias=True, dtype="float32", comm=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
+                         dtype=dtype)
         object.__setattr__(self, "comm", comm)
 
     def forward(self, x):
@@ -133,10 +138,16 @@ class SyncBatchNorm2d(BatchNorm2d):
         if self.comm is None:
             raise RuntimeError(f"{self.name}: SyncBatchNorm2d has no communicator; "
                                "use SyncBatchNorm2d.convert_sync_batchnorm(model, comm)")
-        out, cache = sync_batch_norm2d_forward(x, self.weight.data, self.bias.data,
-                                               self.running_mean, self.running_var, self.comm,
-                                               self.momentum, self.eps)
-        self._set_buffer("num_batches_tracked", self.num_batches_tracked + 1)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats:       # as BatchNorm2d: count, and None's cumulative average
+            count = self.num_batches_tracked
+            self.num_batches_tracked = backend.get_array_module(count).asarray(count + 1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        out, cache = sync_batch_norm2d_forward(
+            x, None if self.weight is None else self.weight.data,
+            None if self.bias is None else self.bias.data, self.running_mean, self.running_var,
+            self.comm, factor, self.eps)
         self._save(cache)
         return out
 
@@ -146,8 +157,10 @@ class SyncBatchNorm2d(BatchNorm2d):
             self._save(cache)
             return super().backward(dout)
         dx, dgamma, dbeta = sync_batch_norm2d_backward(dout, cache)
-        self.weight.accumulate_grad(dgamma)
-        self.bias.accumulate_grad(dbeta)
+        if self.weight is not None:
+            self.weight.accumulate_grad(dgamma)
+        if self.bias is not None:
+            self.bias.accumulate_grad(dbeta)
         return dx
 
     @classmethod
