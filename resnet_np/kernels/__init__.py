@@ -171,8 +171,12 @@ def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
 
 def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
                          momentum=0.1, eps=1e-5):
-    """functional.batch_norm2d_forward, by the kernels for CuPy arrays -> out, cache."""
-    if uses_kernel(x):
+    """functional.batch_norm2d_forward, by the kernels for CuPy arrays -> out, cache.
+
+    The kernels cover the affine batch norm with running statistics (every ResNet's);
+    the other options go to the generic code."""
+    covered = all(a is not None for a in (gamma, beta, running_mean, running_var))
+    if uses_kernel(x) and covered and getattr(x, "ndim", 0) == 4 and x.shape[0] > 0:
         return batch_norm2d_forward_gpu(x, gamma, beta, running_mean, running_var, training,
                                         momentum, eps, launcher=_launcher_for(x))
     return generic().batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
@@ -209,13 +213,23 @@ def max_pool2d_backward(dout, cache):
     return generic().max_pool2d_backward(dout, cache)
 
 
-def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0):
-    """functional.softmax_cross_entropy_forward, by the kernel for CuPy arrays -> loss, cache."""
-    if uses_kernel(logits):
+def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0, *, weight=None,
+                                  ignore_index=-100, reduction="mean"):
+    """functional.softmax_cross_entropy_forward, by the kernel for CuPy arrays -> loss, cache.
+
+    The kernel covers the mean loss of (N, M) logits over integer labels, without class
+    weights or ignored labels; the other options go to the generic code."""
+    covered = (weight is None and reduction == "mean" and getattr(logits, "ndim", 0) == 2
+               and getattr(labels, "ndim", 0) == 1 and getattr(labels, "dtype", None) is not None
+               and labels.dtype.kind in "iu" and len(labels) > 0
+               and not bool((labels == ignore_index).any()))
+    if uses_kernel(logits) and covered:
         version = "block" if _is_cupy_array(logits) else "rows"    # the host has no barriers
         return softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing, version,
                                                  launcher=_launcher_for(logits))
-    return generic().softmax_cross_entropy_forward(logits, labels, label_smoothing)
+    return generic().softmax_cross_entropy_forward(logits, labels, label_smoothing, weight=weight,
+                                                   ignore_index=ignore_index,
+                                                   reduction=reduction)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
