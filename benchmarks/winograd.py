@@ -3,11 +3,12 @@
     python benchmarks/winograd.py              # batch 8, float32, the threads the environment sets
     python benchmarks/winograd.py --batch 1 --threads 2
 
-For each shape: forward time of each algorithm (median of --reps, after a
-warm-up), the ratio to im2col, and the float32 error of each against the
-float64 result (norm-wise relative error). conv2d picks F(4x4) for maps of at
-least ``winograd.MIN_PIXELS`` output pixels, in inference only: these are the
-figures behind that rule. Run it on a quiet machine (``uptime`` under 0.5).
+For each shape: forward and backward time of each algorithm (median of
+--reps, after a warm-up) and the float32 error of each against the float64
+result (norm-wise relative error). These are the figures behind the bounds of
+``resnet_np.functional.winograd.winograd_tile`` (F(4x4) in inference only,
+F(2x2) in training where it is faster). Run it on a quiet machine (``uptime``
+under 0.5).
 """
 import argparse
 import os

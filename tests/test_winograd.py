@@ -93,21 +93,30 @@ def test_float32_error_against_the_float64_truth(m, bound):
 
 def test_conv2d_uses_winograd_where_it_is_picked_and_im2col_elsewhere():
     rng = np.random.default_rng(4)
-    x, w, b = rng.standard_normal((2, 4, 16, 16)), rng.standard_normal((5, 4, 3, 3)), \
+    x, w, b = rng.standard_normal((2, 4, 28, 28)), rng.standard_normal((5, 4, 3, 3)), \
         rng.standard_normal(5)
-    out, cache = conv2d_forward(x, w, b, padding=1, winograd=True)
-    assert cache.winograd is not None and cache.cols is None          # 16x16 output: F(4x4)
+    out, cache = conv2d_forward(x, w, b, padding=1, winograd="fast")
+    assert cache.winograd.m == 4 and cache.cols is None               # 28x28 output: F(4x4)
+    assert conv2d_forward(x, w, b, padding=1, winograd="accurate")[1].winograd.m == 2
     assert conv2d_forward(x, w, b, padding=1)[1].winograd is None      # not asked for
     with use_winograd(False):
-        ref, ref_cache = conv2d_forward(x, w, b, padding=1, winograd=True)
+        ref, ref_cache = conv2d_forward(x, w, b, padding=1, winograd="fast")
     assert ref_cache.winograd is None                                 # switched off
     dout = rng.standard_normal(out.shape)
     for a, b_ in zip((out,) + conv2d_backward(dout, cache), (ref,) + conv2d_backward(dout, ref_cache)):
         assert np.abs(a - b_).max() < 1e-10
     for kwargs in (dict(stride=2, padding=1), dict(padding=2, dilation=2), dict(padding=3)):
-        assert conv2d_forward(x, w, winograd=True, **kwargs)[1].winograd is None, kwargs
-    small = conv2d_forward(x[:, :, :8, :8], w, padding=1, winograd=True)[1]
-    assert small.winograd is None                                     # a small map: im2col
+        assert conv2d_forward(x, w, winograd="fast", **kwargs)[1].winograd is None, kwargs
+    picks = {side: (conv2d_forward(x[:, :, :side, :side], w, padding=1, winograd=mode)[1].winograd
+                    or type("", (), {"m": 0})).m
+             for mode in ("fast",) for side in (56, 28, 14, 7, 6)}
+    assert picks == {56: 4, 28: 4, 14: 2, 7: 2, 6: 0}
+    accurate = {side: (conv2d_forward(x[:, :, :side, :side], w, padding=1,
+                                      winograd="accurate")[1].winograd
+                       or type("", (), {"m": 0})).m for side in (28, 14, 13)}
+    assert accurate == {28: 2, 14: 2, 13: 0}
+    with pytest.raises(ValueError, match="winograd mode must be 'fast' or 'accurate'"):
+        conv2d_forward(x, w, padding=1, winograd="quick")
 
 
 def test_conv2d_module_uses_winograd_for_inference_only(monkeypatch):
@@ -116,15 +125,16 @@ def test_conv2d_module_uses_winograd_for_inference_only(monkeypatch):
     calls = []
     real = conv_module.winograd_conv3x3_forward
     monkeypatch.setattr(conv_module, "winograd_conv3x3_forward",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+                        lambda x, w, padding, m: calls.append(m) or real(x, w, padding, m))
     conv = rn.nn.Conv2d(4, 5, 3, padding=1, dtype="float64")
-    x = np.random.default_rng(5).standard_normal((2, 4, 16, 16))
+    x = np.random.default_rng(5).standard_normal((2, 4, 28, 28))
     train_out = conv(x)
-    assert conv._pop_cache().winograd is None
+    assert conv._pop_cache().winograd.m == 2                  # training: F(2x2) at 28x28
+    calls.clear()
     with rn.no_grad():
         with use_winograd(False):
             exact = conv(x)
         assert not calls
         fast = conv(x)
-    assert len(calls) == 1
+    assert len(calls) == 1 and calls[0] == 4 and conv._caches == []
     assert np.abs(fast - exact).max() < 1e-12 and np.abs(train_out - exact).max() < 1e-12

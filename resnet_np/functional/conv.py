@@ -220,7 +220,7 @@ def _prepare(layer, x, w, stride, padding, dilation, padding_mode):
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
-                   padding_mode="zeros", winograd=False):
+                   padding_mode="zeros", winograd=None):
     """out = conv2d(x, w) + b, by im2col and one matrix product per group.
 
     x (N, C, H, W) or (C, H, W), w (K, C/G, R, S), b (K,) or None
@@ -228,9 +228,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     padding: int, (ph, pw), ((top, bottom), (left, right)), 'same' or 'valid';
     padding_mode: 'zeros' (inside im2col), or 'reflect', 'replicate', 'circular'
     (the input is padded first, then convolved without padding).
-    winograd: allow Winograd F(4x4, 3x3) (:mod:`.winograd`) where
-    :func:`~.winograd.winograd_tile` picks it: fewer FLOPs, a few times im2col's
-    float32 rounding. Off by default; Conv2d turns it on for inference (no_grad).
+    winograd: None (im2col), or "fast" / "accurate": Winograd minimal filtering
+    (:mod:`.winograd`) where :func:`~.winograd.winograd_tile` picks it for this
+    shape; "fast" may use F(4x4, 3x3), with a few times im2col's float32 rounding,
+    "accurate" only F(2x2, 3x3). Conv2d asks for "accurate" in training and
+    "fast" under no_grad.
     """
     x, unbatched, pads = _prepare("conv2d", x, w, stride, padding, dilation, padding_mode)
     pad = None
@@ -240,7 +242,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     g = _geometry(x, w, stride, pads, dilation, groups)
     if b is not None and tuple(b.shape) != (g.K,):
         raise ValueError(f"conv2d: bias has shape {tuple(b.shape)}, expected ({g.K},)")
-    m = winograd_tile(x, g) if winograd else 0
+    m = winograd_tile(x, g, winograd) if winograd else 0
     if m:
         out, winograd = winograd_conv3x3_forward(x, w, g.padding, m)
         if b is not None:
@@ -323,7 +325,7 @@ def _input_grad_by_transposed_conv(dout, w, g):
     w_flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     extent_h, extent_w = dh * (g.R - 1), dw * (g.S - 1)
     padding = (extent_h - pt, extent_h - pb), (extent_w - pl, extent_w - pr)
-    dx, _ = conv2d_forward(dout, w_flipped, None, 1, padding, g.dilation)
+    dx, _ = conv2d_forward(dout, w_flipped, None, 1, padding, g.dilation, winograd="accurate")
     return dx
 
 

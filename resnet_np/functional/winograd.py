@@ -95,26 +95,32 @@ def use_winograd(enabled=True):
         _enabled["on"] = old
 
 
-def winograd_tile(x, g):
+def winograd_tile(x, g, mode="fast"):
     """The output tile side m of the Winograd algorithm conv2d uses for input ``x`` and
     geometry ``g`` (a ConvGeometry), or 0 for im2col.
 
     Only 3x3, stride 1, dilation 1, one group, zero padding of at most 2, on NumPy
-    (on a GPU the generic path has not been measured against it). F(4x4, 3x3) where
-    measured faster than im2col: see benchmarks/winograd.py for the figures behind
-    :data:`MIN_PIXELS`.
+    (on a GPU the generic path has not been measured against it). ``mode``:
+
+    "fast"      the fastest measured: F(4x4) on maps of 28x28 or more, F(2x2) down
+                to 7x7 (inference, where no backward compounds the rounding)
+    "accurate"  only F(2x2), whose float32 rounding is im2col's, and only where it
+                was measured faster than im2col forward and backward: 14x14 to 28x28
+
+    benchmarks/winograd.py prints the figures behind these bounds.
     """
     if not _enabled["on"] or backend.get_array_module(x) is not np:
         return 0
     if (g.R, g.S, g.stride, g.dilation, g.G) != (3, 3, (1, 1), (1, 1), 1):
         return 0
-    if max(max(p) for p in g.padding) > 2 or g.P < 2 or g.Q < 2:
+    if max(max(p) for p in g.padding) > 2:
         return 0
-    return 4 if g.P * g.Q >= MIN_PIXELS else 0
-
-
-# F(4x4, 3x3) runs for output maps of at least this many pixels.
-MIN_PIXELS = 14 * 14
+    pixels = g.P * g.Q
+    if mode == "fast":
+        return 4 if pixels >= 28 * 28 else 2 if pixels >= 7 * 7 else 0
+    if mode == "accurate":
+        return 2 if 14 * 14 <= pixels <= 28 * 28 else 0
+    raise ValueError(f"winograd mode must be 'fast' or 'accurate', got {mode!r}")
 
 
 @lru_cache(maxsize=None)

@@ -57,12 +57,13 @@ class Conv2d(Module):
         self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, x):
-        # Winograd only without gradients: its float32 rounding, a few times im2col's,
-        # would compound through a deep network's backward pass.
+        # F(4x4) Winograd only without gradients: its float32 rounding, a few times
+        # im2col's, would compound through a deep network's backward pass.
         out, cache = F.conv2d_forward(x, self.weight.data,
                                       None if self.bias is None else self.bias.data,
                                       self.stride, self.padding, self.dilation, self.groups,
-                                      self.padding_mode, winograd=not is_grad_enabled())
+                                      self.padding_mode,
+                                      winograd="accurate" if is_grad_enabled() else "fast")
         self._save(cache)
         return out
 
