@@ -81,7 +81,9 @@ def environment(backends, load_at_start):
         env["load average (1 min)"] = f"{load_at_start:.2f} before the runs, {load_now:.2f} after"
         # Multi-threaded BLAS and OpenMP slow down badly when another program holds a
         # core: one thread is descheduled and the others wait for it at every barrier.
-        if not is_quiet(load_at_start, load_now):
+        # Only the load before the runs tells whether others use the machine: during
+        # them the benchmark's own threads keep the load near the thread count.
+        if not is_quiet(load_at_start):
             env["WARNING"] = (f"NOT A QUIET MACHINE: the load average was above {QUIET_LOAD} "
                               "(other programs were using the CPU): times are slower and "
                               "noisier than on a quiet machine, multi-threaded ones most, and "

@@ -20,7 +20,7 @@ from .. import backend
 from .. import functional as F
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU,
                   Sequential)
-from ..nn.module import Parameter
+from ..nn.module import is_grad_enabled, weights_version
 
 
 def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1, dtype="float32"):
@@ -67,11 +67,51 @@ def _cast_floats(module, dtype):
                 m.register_buffer(name, b.astype(dtype))
 
 
+def conv_bn(conv, bn, x):
+    """``bn(conv(x))``; in inference (eval mode, under no_grad) one convolution with the
+    batch norm folded into its filters, so no batch-norm pass over the activations:
+
+        s  = gamma / sqrt(running_var + eps)            per output channel k
+        w' = w * s[k],   b' = (b - running_mean) * s + beta
+
+    The folded (w', b') are kept on the batch norm and computed afresh after anything
+    that may change the weights (see :func:`resnet_np.nn.weights_changed`)."""
+    if bn.training or is_grad_enabled() or not bn.track_running_stats \
+            or not isinstance(bn, BatchNorm2d) or type(conv) is not Conv2d:
+        return bn(conv(x))
+    version = weights_version()
+    folded = bn.__dict__.get("_folded")
+    if folded is None or folded[0] != version:
+        folded = (version,) + fold_batch_norm(conv, bn)
+        object.__setattr__(bn, "_folded", folded)
+    return conv(x, folded=folded[1:])
+
+
+def fold_batch_norm(conv, bn):
+    """The (weight, bias) of one convolution equal to ``bn(conv(x))`` with bn in eval mode."""
+    xp = backend.get_array_module(conv.weight.data)
+    scale = 1 / xp.sqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.data
+    bias = -bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.data * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias.data
+    weight = conv.weight.data * scale.reshape(-1, 1, 1, 1)
+    return weight.astype(conv.weight.data.dtype, copy=False), bias.astype(weight.dtype, copy=False)
+
+
 class _Block(Module):
     """The shortcut and the final add + ReLU shared by both block types."""
 
     def _finish(self, residual, x):
-        identity = x if self.downsample is None else self.downsample(x)
+        if self.downsample is None:
+            identity = x
+        elif not is_grad_enabled() and [type(m) for m in self.downsample] == [Conv2d, BatchNorm2d]:
+            identity = conv_bn(self.downsample[0], self.downsample[1], x)   # inference: folded
+        else:
+            identity = self.downsample(x)
         out, add_cache = F.add_forward(residual, identity)
         out, relu_cache = F.relu_forward(out)
         self._save((add_cache, relu_cache))
@@ -110,8 +150,8 @@ class BasicBlock(_Block):
         self.stride = stride
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
         return self._finish(out, x)
 
     def backward(self, dout):
@@ -148,9 +188,9 @@ class Bottleneck(_Block):
         self.stride = stride
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(conv_bn(self.conv1, self.bn1, x))
+        out = self.relu2(conv_bn(self.conv2, self.bn2, out))
+        out = conv_bn(self.conv3, self.bn3, out)
         return self._finish(out, x)
 
     def backward(self, dout):
@@ -259,7 +299,7 @@ class ResNet(Module):
     def forward(self, x):
         """x (N, 3, H, W) -> logits (N, num_classes)"""
         self._check_input(x)
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(conv_bn(self.conv1, self.bn1, x))
         if self.maxpool is not None:
             x = self.maxpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))

@@ -56,11 +56,14 @@ class Conv2d(Module):
                                          bound, dtype))
         self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
 
-    def forward(self, x):
+    def forward(self, x, folded=None):
+        """``folded``: (weight, bias) to use instead of the parameters (a batch norm folded
+        in for inference: see resnet_np.models.resnet.conv_bn)."""
+        weight, bias = folded if folded is not None else (
+            self.weight.data, None if self.bias is None else self.bias.data)
         # F(4x4) Winograd only without gradients: its float32 rounding, a few times
         # im2col's, would compound through a deep network's backward pass.
-        out, cache = F.conv2d_forward(x, self.weight.data,
-                                      None if self.bias is None else self.bias.data,
+        out, cache = F.conv2d_forward(x, weight, bias,
                                       self.stride, self.padding, self.dilation, self.groups,
                                       self.padding_mode,
                                       winograd="accurate" if is_grad_enabled() else "fast")

@@ -24,6 +24,20 @@ from ..functional._checks import describe_non_array, is_array
 from ._state import capped, is_numeric, kind_of, member, strip_data_parallel_prefix
 
 _state = threading.local()      # per thread, as torch's grad mode: enabled, depth
+_weights = {"version": 0}       # bumped wherever weights may change: see weights_changed()
+
+
+def weights_changed():
+    """Say that parameters or buffers may have changed (an optimizer step, load_state_dict,
+    train()/eval(), to()): anything derived from them, such as batch norms folded into
+    convolutions for inference, is computed afresh. Call it after changing ``p.data`` in
+    place by hand in eval mode."""
+    _weights["version"] += 1
+
+
+def weights_version():
+    """A number that changes whenever :func:`weights_changed` is called."""
+    return _weights["version"]
 
 
 @contextlib.contextmanager
@@ -210,6 +224,7 @@ class Module:
     def train(self, mode=True):
         for m in self.modules():
             m.training = mode
+        weights_changed()
         return self
 
     def eval(self):
@@ -257,6 +272,7 @@ class Module:
         ``DataParallel`` wrapper (every key starts with ``module.``) loads with
         that prefix stripped. Returns ``(missing_keys, unexpected_keys)``.
         """
+        weights_changed()
         slots = self._slots()
         state_dict = strip_data_parallel_prefix(state_dict, slots)
         missing = [k for k in slots if k not in state_dict]
@@ -307,6 +323,7 @@ class Module:
     # ------------------------------------------------------------- device
     def to(self, device):
         """Move every parameter and buffer to 'cpu' (NumPy) or 'gpu' (CuPy)."""
+        weights_changed()
         for m in self.modules():
             for p in m._parameters.values():
                 if p is None:

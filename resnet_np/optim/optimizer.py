@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..nn.module import Parameter
+from ..nn.module import Parameter, weights_changed
 
 
 class Optimizer:
@@ -95,6 +95,7 @@ class Optimizer:
 
     def step(self):
         """Update every parameter that has a gradient; one without (None) is left alone."""
+        weights_changed()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
