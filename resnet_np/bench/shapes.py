@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..functional._checks import pair
-from ..nn import BatchNorm2d, Conv2d, Linear, MaxPool2d, no_grad
+from ..nn import BatchNorm2d, Conv2d, Linear, MaxPool2d
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,10 @@ def layer_shapes(model, image_size=224):
     """The distinct layer shapes one forward pass meets, in the order first met -> [LayerGroup].
 
     The forward of every convolution, batch norm, max-pool and linear module is
-    wrapped for one pass (batch 1, eval mode, no_grad) to record its input; the
-    wrappers are removed afterwards. Shapes per example do not depend on the batch.
+    wrapped for one pass (batch 1, eval mode) to record its input; the wrappers and
+    the caches are removed afterwards. Shapes per example do not depend on the batch.
+    The pass keeps gradients on: under no_grad an eval pass folds each batch norm
+    into its convolution, and the batch norms would not be met.
     """
     calls, wrapped = [], []
     for name, module in model.named_modules():
@@ -116,11 +118,12 @@ def layer_shapes(model, image_size=224):
     was_training = model.training
     try:
         model.eval()
-        with no_grad():
-            model(np.zeros((1, 3, image_size, image_size), dtype=model.dtype))
+        model(np.zeros((1, 3, image_size, image_size), dtype=model.dtype))
     finally:
         for module in wrapped:
             del module.__dict__["forward"]
+        for module in model.modules():
+            module._caches.clear()
         model.train(was_training)
     groups = {}
     for name, spec in calls:
