@@ -79,6 +79,8 @@ class MPICommunicator:
     assumed).
     """
 
+    overlaps = False   # DataParallel's default: MPICH progresses Iallreduce only inside MPI calls
+
     def __init__(self, comm=None):
         from mpi4py import MPI
         self.MPI = MPI
@@ -165,6 +167,8 @@ class NCCLCommunicator:
     blocks on a reduction, and :meth:`iallreduce` overlaps it with the kernels
     queued after it.
     """
+
+    overlaps = True    # its reductions run on a stream of their own, beside the backward
 
     def __init__(self, mpi=None):
         import cupy
