@@ -231,8 +231,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     winograd: None (im2col), or "fast" / "accurate": Winograd minimal filtering
     (:mod:`.winograd`) where :func:`~.winograd.winograd_tile` picks it for this
     shape; "fast" may use F(4x4, 3x3), with a few times im2col's float32 rounding,
-    "accurate" only F(2x2, 3x3). Conv2d asks for "accurate" in training and
-    "fast" under no_grad.
+    "accurate" only F(2x2, 3x3). Conv2d asks for "fast" under no_grad (inference)
+    and for none in training.
     """
     x, unbatched, pads = _prepare("conv2d", x, w, stride, padding, dilation, padding_mode)
     pad = None
@@ -325,7 +325,7 @@ def _input_grad_by_transposed_conv(dout, w, g):
     w_flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     extent_h, extent_w = dh * (g.R - 1), dw * (g.S - 1)
     padding = (extent_h - pt, extent_h - pb), (extent_w - pl, extent_w - pr)
-    dx, _ = conv2d_forward(dout, w_flipped, None, 1, padding, g.dilation, winograd="accurate")
+    dx, _ = conv2d_forward(dout, w_flipped, None, 1, padding, g.dilation)
     return dx
 
 

@@ -104,8 +104,9 @@ def winograd_tile(x, g, mode="fast"):
 
     "fast"      the fastest measured: F(4x4) on maps of 28x28 or more, F(2x2) down
                 to 7x7 (inference, where no backward compounds the rounding)
-    "accurate"  only F(2x2), whose float32 rounding is im2col's, and only where it
-                was measured faster than im2col forward and backward: 14x14 to 28x28
+    "accurate"  only F(2x2), whose float32 rounding is close to im2col's, and only
+                where it was measured faster than im2col forward and backward: 14x14
+                to 28x28 (not used by Conv2d in training: see nn.Conv2d.forward)
 
     benchmarks/winograd.py prints the figures behind these bounds.
     """
