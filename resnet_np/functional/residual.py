@@ -1,5 +1,4 @@
 """The residual add of a ResNet block:  out = a + b,  da = db = dout."""
-from .. import backend
 from ._checks import check_dout
 
 
