@@ -99,7 +99,7 @@ def _windows(cache):
     """The R*S strided views (N, P, Q, C) of the -inf padded channels-last input,
     one per window offset (r, s), in row-major order."""
     xp = backend.get_array_module(cache.x)
-    (_, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
                                           cache.output_size)
     x_nhwc = cache.x.transpose(0, 2, 3, 1)
     (top, bottom), (left, right) = cache.padding
@@ -177,7 +177,7 @@ def _winner_coordinates(cache, row_stride, column_stride):
     """Top-left corner (h0, w0) of every window, (1, P, 1, 1) and (1, 1, Q, 1) ints (negative
     in the padding), and the flat offset of each window entry r*S + s: r*dh*row_stride +
     s*dw*column_stride."""
-    (_, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
                                           cache.output_size)
     (top, _), (left, _) = cache.padding
     xp = backend.get_array_module(cache.x)
@@ -231,7 +231,7 @@ def max_pool2d_backward_naive(dout, cache):
     x = cache.x
     xp = backend.get_array_module(x)
     N, C, H, W = x.shape
-    (_, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
                                           cache.output_size)
     (top, _), (left, _) = cache.padding
     dx = xp.zeros(x.shape, dtype=dout.dtype)
