@@ -22,9 +22,17 @@ def pytest_collection_modifyitems(config, items):
 def xp(request):
     """The array module of each backend: a test taking ``xp`` runs once per backend
     (NumPy always; CuPy marked ``gpu``, so skipped with the reason where no GPU is usable)."""
-    if request.param == "numpy":
-        return np
+    return np if request.param == "numpy" else _cupy_or_skip()
+
+
+def _cupy_or_skip():
     cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy")
     if not backend.gpu_available():
         pytest.skip("CuPy found no CUDA device")
     return cupy
+
+
+@pytest.fixture(scope="module")
+def cp():
+    """The ``cupy`` module, imported only here (never at collection time)."""
+    return _cupy_or_skip()

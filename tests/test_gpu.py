@@ -42,13 +42,7 @@ TOL = {"float64": 1e-10, "float32": 1e-4}   # GPU against CPU, norm-wise relativ
 # --------------------------------------------------------------------------- #
 # Fixtures and helpers
 # --------------------------------------------------------------------------- #
-@pytest.fixture(scope="module")
-def cp():
-    """The ``cupy`` module, imported only here (never at collection time)."""
-    cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy")
-    if not backend.gpu_available():
-        pytest.skip("CuPy found no CUDA device")
-    return cupy
+# ``cp``: the cupy module, a fixture of conftest.py (skips without a GPU).
 
 
 @pytest.fixture(scope="module")

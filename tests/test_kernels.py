@@ -422,12 +422,7 @@ def test_set_tf32_sets_cupys_float32_compute_type(monkeypatch):
 # --------------------------------------------------------------------------- #
 # On the GPU: each kernel against the generic CuPy code (run with -m gpu)
 # --------------------------------------------------------------------------- #
-@pytest.fixture(scope="module")
-def cp():
-    cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy")
-    if not backend.gpu_available():
-        pytest.skip("CuPy found no CUDA device")
-    return cupy
+# ``cp``: the cupy module, a fixture of conftest.py (skips without a GPU).
 
 
 def _gpu_close(actual, expected, dtype, what):

@@ -62,6 +62,17 @@ def check_dout(layer, dout, expected_shape):
                          f"expected {tuple(expected_shape)} (the forward's output shape)")
 
 
+def check_image_dout(layer, dout, expected_shape, unbatched):
+    """The dout of a layer on (N, C, H, W) images -> dout as 4-D. ``expected_shape`` is the
+    batched output shape; an unbatched forward's dout lacks the N axis, as its output did."""
+    check_array(f"{layer} backward", dout, "dout")
+    if unbatched:
+        check_dout(layer, dout, expected_shape[1:])
+        dout = dout[None]
+    check_dout(layer, dout, expected_shape)
+    return dout
+
+
 def is_array(x):
     """True for a NumPy or CuPy array."""
     return isinstance(x, get_array_module(x).ndarray)

@@ -33,8 +33,8 @@ padded input back onto the input.
 from typing import NamedTuple
 
 from .. import backend
-from ._checks import (check_array, check_dout, check_float, check_image_rank, check_positive,
-                      check_rank, check_same_dtype, output_size, pair)
+from ._checks import (check_array, check_float, check_image_dout, check_image_rank,
+                      check_positive, check_rank, check_same_dtype, output_size, pair)
 from .padding import Pad2dCache, check_padding_mode, pad2d_backward, pad2d_forward, source_index
 from .winograd import (WinogradCache, winograd_conv3x3_backward, winograd_conv3x3_forward,
                        winograd_tile)
@@ -269,11 +269,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     """
     g, w = cache.geometry, cache.w
     N, C, H, W, K, R, S, G, P, Q = g[:10]
-    check_array("conv2d backward", dout, "dout")
-    if cache.unbatched:
-        check_dout("conv2d", dout, (K, P, Q))
-        dout = dout[None]
-    check_dout("conv2d", dout, (N, K, P, Q))
+    dout = check_image_dout("conv2d", dout, (N, K, P, Q), cache.unbatched)
     xp = backend.get_array_module(dout)
     dout_mat = xp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(N * P * Q, G, K // G)
     db = dout_mat.reshape(N * P * Q, K).sum(axis=0) if cache.has_bias else None

@@ -21,7 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from ._checks import check_array, check_dout, check_float, check_image_rank, check_positive, pair
+from ._checks import (check_array, check_float, check_image_dout, check_image_rank,
+                      check_positive, pair)
 
 
 class MaxPool2dCache(NamedTuple):
@@ -193,11 +194,7 @@ def max_pool2d_backward(dout, cache):
     x = cache.x
     N, C, H, W = x.shape
     P, Q = cache.output_size
-    check_array("max_pool2d backward", dout, "dout")
-    if cache.unbatched:
-        check_dout("max_pool2d", dout, (C, P, Q))
-        dout = dout[None]
-    check_dout("max_pool2d", dout, (N, C, P, Q))
+    dout = check_image_dout("max_pool2d", dout, (N, C, P, Q), cache.unbatched)
     xp = backend.get_array_module(dout)
     if dout.size == 0 or x.size == 0:
         dx = xp.zeros(x.shape, dtype=dout.dtype)
@@ -295,11 +292,7 @@ def adaptive_avg_pool2d_backward(dout, cache):
     """dout (N, C, P, Q) -> dx (N, C, H, W) (unbatched: (C, P, Q) -> (C, H, W))"""
     N, C, H, W = cache.x_shape
     P, Q = cache.output_size
-    check_array("adaptive_avg_pool2d backward", dout, "dout")
-    if cache.unbatched:
-        check_dout("adaptive_avg_pool2d", dout, (C, P, Q))
-        dout = dout[None]
-    check_dout("adaptive_avg_pool2d", dout, (N, C, P, Q))
+    dout = check_image_dout("adaptive_avg_pool2d", dout, (N, C, P, Q), cache.unbatched)
     xp = backend.get_array_module(dout)
     dout_nhwc = dout.transpose(0, 2, 3, 1)
     dx = xp.zeros((N, H, W, C), dtype=dout.dtype)
