@@ -156,7 +156,19 @@ def test_conv2d_cache_and_geometry_are_named():
     assert isinstance(g, F.ConvGeometry) and isinstance(cache, F.Conv2dCache)
     assert (g.N, g.C, g.K, g.G, g.P, g.Q) == (2, 4, 6, 2, 6, 5)
     assert g.padding == ((1, 2), (1, 1))           # 'same', even kernel: one more at the end
-    assert cache.cols.shape == (2 * 6 * 5, 2, 4 * 3 * 2) and not cache.has_bias
+    assert not cache.has_bias
+    # a 4x3 kernel's columns would be 12x the input: the input is kept instead
+    assert cache.cols is None and cache.x_nhwc.shape == (2, 6, 5, 4)
+
+
+def test_conv2d_keeps_the_smaller_of_its_columns_and_its_input():
+    x = randn(2, 6, 6, 4).transpose(0, 3, 1, 2)    # channels-last memory, as conv outputs
+    _, strided_1x1 = F.conv2d_forward(x, randn(3, 4, 1, 1), None, 2)
+    assert strided_1x1.cols.shape == (2 * 3 * 3, 1, 4) and strided_1x1.x_nhwc is None
+    _, same_1x1 = F.conv2d_forward(x, randn(3, 4, 1, 1))
+    assert np.shares_memory(same_1x1.cols, x)      # a 1x1 stride-1 conv's columns are x
+    _, k3 = F.conv2d_forward(x, randn(3, 4, 3, 3), None, 1, 1)
+    assert k3.cols is None and np.shares_memory(k3.x_nhwc, x)
 
 
 def test_max_pool_winners_are_each_windows_argmax():
