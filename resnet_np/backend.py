@@ -2,13 +2,18 @@
 
 Every layer takes its array module ``xp`` from its inputs with
 :func:`get_array_module`, so the same maths runs on either device. The only
-place that imports CuPy is this file; there are no hand-written GPU kernels:
-on the GPU the layers run CuPy's own array operations and cuBLAS.
+place that imports CuPy is this file; on the GPU the layers run CuPy's own
+array operations and cuBLAS (the hand-written kernels of :mod:`resnet_np.kernels`
+stand beside them).
 
 Defaults: float32 everywhere; float64 on request (``dtype="float64"``) for
 gradient checks. Arrays keep the dtype they are given: no layer upcasts.
 """
 import contextlib
+import ctypes
+import ctypes.util
+import os
+import sys
 
 import numpy as np
 
@@ -108,6 +113,38 @@ def matmul(a, b):
     if a.shape[-2] < b.shape[-1] and get_array_module(a) is np:   # cuBLAS has no such quirk
         return (b.swapaxes(-1, -2) @ a.swapaxes(-1, -2)).swapaxes(-1, -2)
     return a @ b
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024      # the largest glibc accepts on 64-bit
+
+
+def retain_freed_memory():
+    """Keep freed NumPy buffers in the process instead of returning them to the OS.
+
+    A train step allocates and frees the same large activation buffers every step.
+    glibc's malloc serves a block of more than 128 KiB-32 MiB with a fresh ``mmap``
+    and unmaps it when freed, so every step page-faults (and zeroes) that memory
+    again; about a tenth of a ResNet-50 CPU step. Raising the mmap threshold to its
+    maximum and the trim threshold to 1 GiB keeps those blocks in the heap to be
+    reused by the next step. The peak memory is unchanged; memory freed after the
+    peak stays with the process (as PyTorch's CPU allocators keep theirs).
+
+    Process-wide and glibc-only (Linux): returns True when applied, False elsewhere
+    or when ``RESNET_NP_MALLOC=default`` asks to leave the allocator alone. The
+    ``train`` command and the bench call it; call it in your own training script.
+    """
+    if os.environ.get("RESNET_NP_MALLOC", "").lower() == "default" or sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):      # musl and others have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                and mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 def as_strided(x, shape, strides):

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, backend
 from .models import MODELS
 
 PROG = "resnet-np"
@@ -340,6 +340,7 @@ def _train(args, rest):
 
 def _train_on(args, comm):
     from .training import TrainConfig, Trainer
+    backend.retain_freed_memory()      # a step's buffers are reused, not page-faulted afresh
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     progress = not args.no_progress
     ranks = {} if comm is None else {"comm": comm}

@@ -5,6 +5,8 @@ ResNet-18 on 32x32 images with one repetition.
 """
 import csv
 import importlib.util
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -295,3 +297,41 @@ def test_the_cifar_row_compares_the_same_network():
     assert sum(p.numel() for p in torch_model.parameters()) == ours.num_parameters()
     assert tuple(torch_model.conv1.weight.shape) == ours.conv1.weight.shape == (64, 3, 3, 3)
     assert type(torch_model.maxpool).__name__ == "Identity" and ours.num_classes == 10
+
+
+_FREED_BLOCK = """
+import ctypes, sys, numpy as np
+from resnet_np import backend
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+applied = backend.retain_freed_memory() if sys.argv[1] == "retain" else None
+a = np.ones(24 * 2 ** 20 // 8)          # 24 MiB, above glibc's default mmap threshold
+del a
+print(applied, libc.mallinfo2().fordblks >= 24 * 2 ** 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux) only")
+@pytest.mark.parametrize("mode", ["retain", "default"])
+def test_freed_activation_buffers_stay_in_the_process_for_the_next_step(mode):
+    """After retain_freed_memory a freed 24 MiB buffer stays in malloc's heap for reuse
+    (free bytes >= 24 MiB); with glibc's defaults it goes back to the OS (munmap)."""
+    import subprocess
+    try:
+        ctypes_ok = subprocess.run([sys.executable, "-c", "import ctypes; "
+                                    "ctypes.CDLL('libc.so.6').mallinfo2"], capture_output=True)
+    except OSError:
+        pytest.skip("no Python to run a child process")
+    if ctypes_ok.returncode:
+        pytest.skip("this C library has no mallinfo2 (glibc < 2.33)")
+    env = {k: v for k, v in os.environ.items() if k != "RESNET_NP_MALLOC"}
+    done = subprocess.run([sys.executable, "-c", _FREED_BLOCK, mode], capture_output=True,
+                          text=True, env=env, check=True)
+    assert done.stdout.split() == (["True", "True"] if mode == "retain" else ["None", "False"])
+    env["RESNET_NP_MALLOC"] = "default"
+    done = subprocess.run([sys.executable, "-c", _FREED_BLOCK, "retain"], capture_output=True,
+                          text=True, env=env, check=True)
+    assert done.stdout.split() == ["False", "False"]        # the user asked for glibc's own

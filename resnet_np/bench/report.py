@@ -75,6 +75,12 @@ def environment(backends, load_at_start):
         ("forced by " + ", ".join(f"{k}={v}" for k, v in forced.items())
          + " for resnet-np CPU; unset for resnet-np CPU, native BLAS (--native-blas)")
         if forced else "OpenBLAS's own choice for this processor")
+    if os.environ.get("RESNET_NP_MALLOC", "").lower() == "default":
+        env["allocator"] = "glibc's defaults for every process (RESNET_NP_MALLOC=default)"
+    else:
+        env["allocator"] = ("resnet-np processes keep freed memory for reuse "
+                            "(backend.retain_freed_memory, as the train command does); "
+                            "PyTorch's processes as PyTorch sets them")
     env["dtype"] = "float32; TF32 off (torch's allow_tf32 flags off, CUPY_TF32=0)"
     load_now = load_average()
     if load_at_start is not None:

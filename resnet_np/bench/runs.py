@@ -195,6 +195,8 @@ def _set_threads_for(job):
     """set_threads for a child's job, with torch loaded first where the job uses it."""
     if job["backend"].startswith("torch"):
         _torch()
+    elif job["backend"].startswith("np"):
+        backend.retain_freed_memory()       # as the train command does
     return set_threads(job["threads"])
 
 
