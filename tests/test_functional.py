@@ -4,6 +4,7 @@ every backend (the ``xp`` fixture: NumPy, and CuPy where a GPU is usable)."""
 import numpy as np
 import pytest
 
+import resnet_np as rn
 from resnet_np import backend
 from resnet_np import functional as F
 from resnet_np.gradcheck import check_case, check_layer
@@ -286,6 +287,41 @@ def test_residual_add():
     da, db = F.add_backward(np.ones((2, 3)), cache)
     np.testing.assert_array_equal(da, np.ones((2, 3)))
     np.testing.assert_array_equal(db, np.ones((2, 3)))
+    expected = a + b
+    out, _ = F.add_forward(a, b, inplace=True)
+    assert out is a and np.array_equal(a, expected)
+    with pytest.raises(ValueError, match="dtypes differ, float32 vs float64"):
+        F.add_forward(a.astype(np.float32), b)
+
+
+def test_a_block_overwrites_its_residual_only_when_a_batch_norm_made_it():
+    """The block's sum goes over the residual in place when BatchNorm2d made it; a
+    norm_layer that keeps its output (here: one returning the array it caches) is left
+    intact, so its backward still sees what it returned."""
+    class KeepsOutput(rn.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+        def forward(self, x):
+            self.kept = x * 1.0
+            return self.kept
+        def backward(self, dout):
+            return dout
+    x = randn(2, 8, 6, 6)
+    for norm, overwritten in ((None, True), (KeepsOutput, False)):
+        block = rn.models.resnet.BasicBlock(8, 8, norm_layer=norm, dtype="float64")
+        seen = []
+        original = F.add_forward
+        def spy(a, b, inplace=False):
+            seen.append(inplace)
+            return original(a, b, inplace)
+        F.add_forward = spy
+        try:
+            out = block(x)
+        finally:
+            F.add_forward = original
+        assert seen == [overwritten]
+        if norm is KeepsOutput:
+            assert not np.shares_memory(out, block.bn2.kept)
 
 
 def test_layers_keep_float32():

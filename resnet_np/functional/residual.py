@@ -1,13 +1,21 @@
 """The residual add of a ResNet block:  out = a + b,  da = db = dout."""
+from .. import backend
 from ._checks import check_dout
 
 
-def add_forward(a, b):
-    """a, b (same shape) -> out = a + b, cache"""
+def add_forward(a, b, inplace=False):
+    """a, b (same shape) -> out = a + b, cache
+
+    ``inplace=True`` writes the sum over ``a`` (no new array), for a branch output
+    that nothing else keeps, such as the batch norm ending a block's residual branch.
+    """
     if a.shape != b.shape:
         raise ValueError(f"residual add: branch shapes differ, {tuple(a.shape)} vs "
                          f"{tuple(b.shape)} (a downsample is needed on the shortcut)")
-    return a + b, a.shape
+    if a.dtype != b.dtype:
+        raise ValueError(f"residual add: branch dtypes differ, {a.dtype} vs {b.dtype}")
+    xp = backend.get_array_module(a, b)
+    return xp.add(a, b, out=a if inplace else None), a.shape
 
 
 def add_backward(dout, cache):

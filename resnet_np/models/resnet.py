@@ -105,14 +105,17 @@ def fold_batch_norm(conv, bn):
 class _Block(Module):
     """The shortcut and the final add + ReLU shared by both block types."""
 
-    def _finish(self, residual, x):
+    def _finish(self, residual, x, last_norm):
         if self.downsample is None:
             identity = x
         elif not is_grad_enabled() and [type(m) for m in self.downsample] == [Conv2d, BatchNorm2d]:
             identity = conv_bn(self.downsample[0], self.downsample[1], x)   # inference: folded
         else:
             identity = self.downsample(x)
-        out, add_cache = F.add_forward(residual, identity)
+        # A batch norm (or the conv it is folded into) keeps no reference to its output,
+        # so the sum may overwrite the residual; another norm_layer's output may be kept.
+        out, add_cache = F.add_forward(residual, identity,
+                                       inplace=isinstance(last_norm, BatchNorm2d))
         out, relu_cache = F.relu_forward(out)
         self._save((add_cache, relu_cache))
         return out
@@ -152,7 +155,7 @@ class BasicBlock(_Block):
     def forward(self, x):
         out = self.relu(conv_bn(self.conv1, self.bn1, x))
         out = conv_bn(self.conv2, self.bn2, out)
-        return self._finish(out, x)
+        return self._finish(out, x, self.bn2)
 
     def backward(self, dout):
         dres, dshortcut = self._start_backward(dout)
@@ -191,7 +194,7 @@ class Bottleneck(_Block):
         out = self.relu(conv_bn(self.conv1, self.bn1, x))
         out = self.relu2(conv_bn(self.conv2, self.bn2, out))
         out = conv_bn(self.conv3, self.bn3, out)
-        return self._finish(out, x)
+        return self._finish(out, x, self.bn3)
 
     def backward(self, dout):
         dres, dshortcut = self._start_backward(dout)
