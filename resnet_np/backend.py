@@ -25,7 +25,8 @@ except Exception:  # ImportError, or a CUDA library that fails to load
 SUPPORTED_DTYPES = ("float32", "float64")
 
 _rng = np.random.default_rng(0)
-_flags = {"check_finite": False}
+_flags = {"check_finite": False, "threads": None}
+_pools = {}
 
 
 # --------------------------------------------------------------------------- #
@@ -145,6 +146,61 @@ def retain_freed_memory():
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
                 and mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
+# --------------------------------------------------------------------------- #
+# Elementwise passes on several cores
+# --------------------------------------------------------------------------- #
+PARALLEL_MIN_SIZE = 1 << 20     # elements: below this, threads cost more than they save
+
+
+def elementwise_threads():
+    """Threads for large elementwise NumPy passes: :func:`set_elementwise_threads`'s,
+    else RESNET_NP_NUM_THREADS, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS, else the
+    cores this process may use (as OpenBLAS counts its own threads)."""
+    if _flags["threads"] is not None:
+        return _flags["threads"]
+    for name in ("RESNET_NP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:              # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_elementwise_threads(threads):
+    """Use ``threads`` threads for large elementwise passes (1: one, as NumPy alone);
+    ``None`` returns to :func:`elementwise_threads`' default."""
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"set_elementwise_threads: expected a positive int or None, "
+                         f"got {threads!r}")
+    _flags["threads"] = threads
+
+
+def in_row_blocks(pass_, rows, size, xp=np, align=1):
+    """Run ``pass_(rows_slice)`` over consecutive blocks of ``range(rows)``: in one call,
+    or, for a NumPy pass over at least PARALLEL_MIN_SIZE elements, one block per thread.
+
+    NumPy runs a ufunc loop on one core but releases the GIL inside it, so a memory-
+    bound pass split along its outermost axis runs on every core. Each block must write
+    only its own rows, so the result is the same, bit for bit, however it is split.
+    Block starts are multiples of ``align``. Returns the calls' results, in row order.
+    """
+    threads = elementwise_threads() if xp is np and size >= PARALLEL_MIN_SIZE else 1
+    threads = min(threads, max(rows // max(align, 1), 1))
+    if threads <= 1:
+        return [pass_(slice(0, rows))]
+    step = -(-rows // threads // align) * align
+    blocks = [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+    pool = _pools.get(threads)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = _pools[threads] = ThreadPoolExecutor(threads - 1, thread_name_prefix="resnet-np")
+    others = [pool.submit(pass_, block) for block in blocks[1:]]
+    first = pass_(blocks[0])            # this thread takes the first block
+    return [first] + [other.result() for other in others]
 
 
 def as_strided(x, shape, strides):

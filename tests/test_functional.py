@@ -336,3 +336,45 @@ def test_layers_keep_float32():
     assert all(g.dtype == np.float32 for g in F.batch_norm2d_backward(bn, cache))
     pooled, cache = F.max_pool2d_forward(bn, 3, 2, 1)
     assert pooled.dtype == F.max_pool2d_backward(pooled, cache).dtype == np.float32
+
+
+def test_large_elementwise_passes_split_over_threads_give_the_same_bits():
+    """Batch norm and ReLU split their large passes into row blocks run on several
+    threads; the results equal the one-thread results bit for bit."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 20, 20, 700), dtype=np.float32).transpose(0, 3, 1, 2)
+    assert x.size >= backend.PARALLEL_MIN_SIZE
+    gamma, beta = rng.standard_normal(700, dtype=np.float32), rng.standard_normal(700, dtype=np.float32)
+    dout = rng.standard_normal(x.shape, dtype=np.float32)
+    results = []
+    try:
+        for threads in (1, 3):
+            backend.set_elementwise_threads(threads)
+            out, cache = F.batch_norm2d_forward(x, gamma, beta, None, None, True)
+            dx, dgamma, dbeta = F.batch_norm2d_backward(dout, cache)
+            r, rcache = F.relu_forward(out)
+            results.append((out, dx, dgamma, dbeta, r, F.relu_backward(dout, rcache)))
+    finally:
+        backend.set_elementwise_threads(None)
+    for one, three in zip(*results):
+        assert one.strides == three.strides and np.array_equal(one, three)
+
+
+def test_row_blocks_cover_every_row_once_in_aligned_blocks():
+    seen = []
+    try:
+        backend.set_elementwise_threads(3)
+        results = backend.in_row_blocks(lambda r: seen.append(r) or (r.start, r.stop), 100,
+                                        backend.PARALLEL_MIN_SIZE, align=16)
+    finally:
+        backend.set_elementwise_threads(None)
+    assert results == [(0, 48), (48, 96), (96, 100)]
+    assert backend.in_row_blocks(lambda r: (r.start, r.stop), 100, 10) == [(0, 100)]   # small
+    with pytest.raises(ValueError, match="positive int"):
+        backend.set_elementwise_threads(0)
+    with pytest.raises(ZeroDivisionError):          # a failing block's error reaches the caller
+        backend.set_elementwise_threads(2)
+        try:
+            backend.in_row_blocks(lambda r: 1 / (r.start - 50), 100, backend.PARALLEL_MIN_SIZE)
+        finally:
+            backend.set_elementwise_threads(None)

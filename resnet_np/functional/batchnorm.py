@@ -70,6 +70,12 @@ def channel_sum(a, b=None):
     return partial.sum(axis=0, dtype=xp.float64) + rest
 
 
+def _elementwise(pass_, a):
+    """Run an elementwise ``pass_(rows)`` over the rows of the (M, C) matrix ``a``, on
+    several cores for a large NumPy array (:func:`resnet_np.backend.in_row_blocks`)."""
+    backend.in_row_blocks(pass_, a.shape[0], a.size, backend.get_array_module(a))
+
+
 def _channels_last_matrix(x):
     """(N, C, H, W) -> (N*H*W, C) view of channels-last memory (a copy otherwise)."""
     xp = backend.get_array_module(x)
@@ -126,7 +132,9 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
         mean = channel_sum(x_mat) / M                      # float64
         # centered = x - mean rounded to x's dtype; offset is what that rounding left
         # out, (x - mean) = centered - offset: carried in float64 into every sum.
-        centered = x_mat - mean.astype(x.dtype)
+        centered = xp.empty_like(x_mat)
+        _elementwise(lambda r: xp.subtract(x_mat[r], mean.astype(x.dtype), out=centered[r]),
+                     centered)
         offset = mean - mean.astype(x.dtype)
         var = channel_sum(centered, centered) / M - offset * offset
         if running_mean is not None:
@@ -142,13 +150,15 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
     # two passes over the activations instead of four.
     scale = inv_std if gamma is None else gamma * inv_std
     shift = xp.zeros(C, xp.float64) if beta is None else beta.astype(xp.float64)
-    if training:
-        out = centered * scale.astype(x.dtype)
-        shift = shift - offset * scale
-    else:
-        out = x_mat * scale.astype(x.dtype)
-        shift = shift - mean * scale
-    out += shift.astype(x.dtype)
+    source = centered if training else x_mat
+    shift = (shift - offset * scale) if training else (shift - mean * scale)
+    scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
+    out = xp.empty_like(x_mat)
+
+    def normalise(r):
+        xp.multiply(source[r], scale, out=out[r])
+        out[r] += shift
+    _elementwise(normalise, out)
     # Train mode keeps x - mean; eval mode keeps x (its own input, no new memory).
     cache = BatchNormCache(None if training else x_mat, centered, mean, offset, inv_std, gamma,
                            beta is not None, training, x.shape, x.dtype)
@@ -172,16 +182,23 @@ def batch_norm2d_backward(dout, cache):
     dbeta = channel_sum(dout_mat)                                  # float64
     dgamma = (channel_sum(dout_mat, centered) - c.offset * dbeta) * c.inv_std   # sum(dout*xhat)
     scale = c.inv_std if c.gamma is None else c.gamma * c.inv_std
+    dx, scale = xp.empty_like(dout_mat), scale.astype(dtype)
     if c.training:
         # dx = scale * (dout - dbeta / M - xhat * dgamma / M), with
         # xhat = (centered - offset) * inv_std
         k = -c.inv_std * dgamma / M
-        dx = centered * k.astype(dtype)
-        dx += dout_mat
-        dx += (-dbeta / M - c.offset * k).astype(dtype)
-        dx *= scale.astype(dtype)
+        k, shift = k.astype(dtype), (-dbeta / M - c.offset * k).astype(dtype)
+
+        def pass_(r):
+            d = dx[r]
+            xp.multiply(centered[r], k, out=d)
+            d += dout_mat[r]
+            d += shift
+            d *= scale
     else:
-        dx = dout_mat * scale.astype(dtype)
+        def pass_(r):
+            xp.multiply(dout_mat[r], scale, out=dx[r])
+    _elementwise(pass_, dx)
     dgamma = None if c.gamma is None else dgamma.astype(dtype)
     dbeta = dbeta.astype(dtype) if c.has_beta else None
     return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2), dgamma, dbeta
