@@ -66,7 +66,8 @@ def measure(fn, setup=None, warmup=1, reps=3, sync=no_sync, clock=time.perf_coun
 
 
 def set_threads(threads):
-    """Give NumPy's BLAS (through threadpoolctl) and torch ``threads`` threads.
+    """Give NumPy's BLAS (through threadpoolctl), resnet-np's elementwise passes and torch
+    ``threads`` threads.
 
     ``None`` leaves both as the environment set them. Import torch first where
     it is wanted: a torch loaded later keeps its own default. Returns a function
@@ -75,7 +76,9 @@ def set_threads(threads):
     if threads is None:
         return no_sync
     torch = sys.modules.get("torch")  # only if loaded: importing it would cost seconds
-    undo = []
+    from .. import backend
+    backend.set_elementwise_threads(threads)
+    undo = [lambda: backend.set_elementwise_threads(None)]
     try:
         from threadpoolctl import threadpool_limits
         undo.append(threadpool_limits(limits=threads).restore_original_limits)
