@@ -308,17 +308,17 @@ class Info(ctypes.Structure):
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 applied = backend.retain_freed_memory() if sys.argv[1] == "retain" else None
-a = np.ones(24 * 2 ** 20 // 8)          # 24 MiB, above glibc's default mmap threshold
+a = np.ones(64 * 2 ** 20 // 8)          # 64 MiB, above glibc's largest mmap threshold
 del a
-print(applied, libc.mallinfo2().fordblks >= 24 * 2 ** 20)
+print(applied, libc.mallinfo2().fordblks >= 64 * 2 ** 20)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux) only")
 @pytest.mark.parametrize("mode", ["retain", "default"])
 def test_freed_activation_buffers_stay_in_the_process_for_the_next_step(mode):
-    """After retain_freed_memory a freed 24 MiB buffer stays in malloc's heap for reuse
-    (free bytes >= 24 MiB); with glibc's defaults it goes back to the OS (munmap)."""
+    """After retain_freed_memory a freed 64 MiB buffer stays in malloc's heap for reuse
+    (free bytes >= 64 MiB); with glibc's defaults it goes back to the OS (munmap)."""
     import subprocess
     try:
         ctypes_ok = subprocess.run([sys.executable, "-c", "import ctypes; "
