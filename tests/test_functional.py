@@ -141,7 +141,8 @@ def test_pad2d_backward_is_the_adjoint_of_pad2d(xp, mode):
     np.testing.assert_array_equal(host(out), expected)
 
 
-@pytest.mark.parametrize("m, k, n", [(3, 50, 7), (7, 50, 3)])   # both orientations
+@pytest.mark.parametrize("m, k, n", [(3, 50, 7), (7, 50, 3),   # both orientations
+                                     (backend.TALL_ROWS + 5, 9, 4)])   # tall: row blocks
 def test_batched_matmul_equals_the_product_of_each_matrix(xp, m, k, n):
     a, b = xp.asarray(randn(4, m, k, seed=1)), xp.asarray(randn(4, k, n, seed=2))
     out = backend.matmul(a, b)
