@@ -4,6 +4,7 @@ Nothing here asserts a time: machines are noisy. The end-to-end run is a tiny
 ResNet-18 on 32x32 images with one repetition.
 """
 import csv
+from dataclasses import replace
 import importlib.util
 import os
 import sys
@@ -109,6 +110,10 @@ def test_resnet50_has_23_distinct_conv_shapes(resnet50_groups):
     stem = convs[0]
     assert stem.names == ["conv1"] and stem.spec.in_shape == (3, 224, 224)
     assert not stem.spec.channels_last       # the user's NCHW images
+    # a train step computes no gradient for the images: the stem's backward is dw alone
+    assert not stem.spec.input_grad and all(g.spec.input_grad for g in resnet50_groups[1:])
+    assert layer_flops(stem.spec, 8, "backward") == layer_flops(stem.spec, 8, "forward")
+    assert stem.spec.describe() == "7x7/2 3->64 @224x224 (no dx)"
     assert convs[1].spec.channels_last       # what the max-pool hands on
     assert "layer1.0.downsample.0" in convs[3].names  # shares 1x1 64->256 @56 with conv3
 
@@ -152,7 +157,8 @@ def test_quick_selection_keeps_one_layer_of_each_kind(resnet50_groups):
 # --------------------------------------------------------------------------- #
 # Runs, in this process
 # --------------------------------------------------------------------------- #
-TINY = [conv(8, 6, 4, 3, 1, 1), LayerSpec("bn", (4, 6, 6), channels_last=True),
+TINY = [conv(8, 6, 4, 3, 1, 1), replace(conv(8, 3, 4, 3, 2, 1), input_grad=False),
+        LayerSpec("bn", (4, 6, 6), channels_last=True),
         LayerSpec("maxpool", (4, 6, 6), kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
         LayerSpec("fc", (16,), out_features=10, bias=True)]
 

@@ -124,7 +124,7 @@ def _np_layer(spec, batch, xp):
         b = _random(xp, rng, (spec.out_features,)) if spec.bias else None
         forward = lambda: F.conv2d_forward(x, w, b, spec.stride, spec.padding, spec.dilation,
                                            spec.groups)
-        backward = F.conv2d_backward
+        backward = lambda dout, cache: F.conv2d_backward(dout, cache, spec.input_grad)
     elif spec.kind == "bn":
         gamma, beta = xp.ones(C, np.float32), xp.zeros(C, np.float32)
         mean, var = xp.zeros(C, np.float32), xp.ones(C, np.float32)
@@ -158,8 +158,8 @@ def _torch_layer(spec, batch, device):
     else:
         layer = torch.nn.Linear(C, spec.out_features, bias=spec.bias)
     layer = layer.to(device).train()
-    x = torch.randn((batch,) + spec.in_shape, device=device, requires_grad=True)
-    inputs = [x] + list(layer.parameters())
+    x = torch.randn((batch,) + spec.in_shape, device=device, requires_grad=spec.input_grad)
+    inputs = ([x] if spec.input_grad else []) + list(layer.parameters())
     dout = torch.randn_like(layer(x).detach())
     forward = lambda: layer(x)  # autograd on: a training forward that keeps what backward needs
     return forward, forward, (lambda out: torch.autograd.grad(out, inputs, dout))

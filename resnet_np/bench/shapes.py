@@ -7,7 +7,7 @@ channels, kernel R x S, G groups, output P x Q; a linear layer maps D to F.
     conv backward  twice the forward      (dx and dw are each one such product)
     linear         2*N*D*F forward, twice that backward
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -23,6 +23,8 @@ class LayerSpec:
     in_shape       (C, H, W), or (D,) for the fc layer
     out_features   K of a convolution, F of the fc layer
     channels_last  the memory layout of the input the model hands the layer
+    input_grad     whether a train step needs this layer's input gradient (not for the
+                   first layer, whose input is the images: its backward is dw alone)
     """
     kind: str
     in_shape: tuple
@@ -34,6 +36,7 @@ class LayerSpec:
     groups: int = 1
     bias: bool = False
     channels_last: bool = False
+    input_grad: bool = True
 
     def out_hw(self):
         """(P, Q) of a convolution or pooling window."""
@@ -52,7 +55,8 @@ class LayerSpec:
         if self.kind == "maxpool":
             return f"{window} {C} @{H}x{W}"
         groups = f" g{self.groups}" if self.groups != 1 else ""
-        return f"{window} {C}->{self.out_features}{groups} @{H}x{W}"
+        no_dx = "" if self.input_grad else " (no dx)"
+        return f"{window} {C}->{self.out_features}{groups} @{H}x{W}{no_dx}"
 
     def to_json(self):
         return asdict(self)
@@ -125,6 +129,8 @@ def layer_shapes(model, image_size=224):
         for module in model.modules():
             module._caches.clear()
         model.train(was_training)
+    if calls:       # a train step computes no gradient for the images
+        calls[0] = (calls[0][0], replace(calls[0][1], input_grad=False))
     groups = {}
     for name, spec in calls:
         groups.setdefault(spec, LayerGroup(spec)).names.append(name)
@@ -157,14 +163,17 @@ def linear_flops(spec, batch):
 
 
 def layer_flops(spec, batch, pass_):
-    """FLOPs of a conv or fc layer's "forward" or "backward" (2x forward); None for others."""
+    """FLOPs of a conv or fc layer's "forward" or "backward" (2x forward: dw and dx; 1x
+    without the input gradient); None for others."""
     if spec.kind == "conv":
         forward = conv_flops(spec, batch)
     elif spec.kind == "fc":
         forward = linear_flops(spec, batch)
     else:
         return None
-    return forward if pass_ == "forward" else 2 * forward
+    if pass_ == "forward":
+        return forward
+    return 2 * forward if spec.input_grad else forward
 
 
 def model_flops(groups, batch, mode):
@@ -172,11 +181,11 @@ def model_flops(groups, batch, mode):
     step ("train": forward, then the backward's weight and input gradients, none of the
     latter for the first layer, whose input is the images)."""
     total = 0
-    for i, group in enumerate(groups):
+    for group in groups:
         forward = layer_flops(group.spec, batch, "forward")
         if forward is None:
             continue
         total += group.uses * forward
         if mode == "train":
-            total += group.uses * forward * (1 if i == 0 else 2)
+            total += group.uses * layer_flops(group.spec, batch, "backward")
     return total
