@@ -26,7 +26,8 @@ from ._checks import (check_array, check_float, check_image_dout, check_image_ra
 
 
 class MaxPool2dCache(NamedTuple):
-    """What the max-pool backward needs: the input itself (the winners are found again)."""
+    """What the max-pool backward needs: the input, its strided planes and the output
+    (each window's winner is the first of its entries equal to its maximum)."""
     x: object               # (N, C, H, W)
     kernel_size: tuple      # (R, S)
     stride: tuple           # (sh, sw)
@@ -36,6 +37,8 @@ class MaxPool2dCache(NamedTuple):
     output_size: tuple      # (P, Q)
     argmax: object          # (N, P, Q, C) window offset r*S + s of each winner, or None
     unbatched: bool         # the input was (C, H, W)
+    out: object = None      # (N, P, Q, C) the window maxima
+    planes: object = None   # {(a, b): (N, Ha, Wb, C) rows a::sh, columns b::sw of x}
 
 
 class AdaptiveAvgPool2dCache(NamedTuple):
@@ -81,19 +84,92 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     # ceil_mode's last window may reach past the padding: pad it with -inf too
     bottom = max(ph, (P - 1) * sh + dh * (R - 1) + 1 - H - ph)
     right = max(pw, (Q - 1) * sw + dw * (S - 1) + 1 - W - pw)
-    cache = MaxPool2dCache(x, (R, S), (sh, sw), ((ph, bottom), (pw, right)), (dh, dw), (P, Q),
-                           None, unbatched)
+    geometry = MaxPool2dCache(x, (R, S), (sh, sw), ((ph, bottom), (pw, right)), (dh, dw),
+                              (P, Q), None, unbatched)
     xp = backend.get_array_module(x)
-    out = None
-    for window in _windows(cache):
-        if out is None:
-            out = xp.array(window)               # a contiguous copy of the first window
-        else:
-            xp.maximum(out, window, out=out)     # NaN propagates, as in torch
-    # The forward keeps only its input: the backward finds the winners again,
-    # so inference pays for no argmax.
+    offsets = _offsets(geometry)
+    planes = _planes(x, (sh, sw), {o.plane for o in offsets})
+    out = _new_nhwc(x, (N, P, Q, C), x.dtype)
+    full = [o for o in offsets if o.covers_output(P, Q)]
+    if full:
+        out[...] = _read(planes, full[0])
+    else:
+        out.fill(-xp.inf)               # a window with no entry inside stays -inf
+    for o in offsets:
+        if o is not (full[0] if full else None):
+            view = out[:, o.p0:o.p1, o.q0:o.q1]
+            xp.maximum(view, _read(planes, o), out=view)   # NaN propagates, as in torch
+    cache = geometry._replace(out=out, planes=planes)
     out = out.transpose(0, 3, 1, 2)
     return (out[0] if unbatched else out), cache
+
+
+class _Offset(NamedTuple):
+    """Window offset (r, s), k = r*S + s: it reads plane (a, b) (rows a::sh, columns b::sw
+    of x) for the outputs [p0, p1) x [q0, q1) whose entry lies inside the input; output
+    (p, q) reads plane[i0 + p - p0, j0 + q - q0]."""
+    k: int
+    plane: tuple
+    p0: int
+    p1: int
+    q0: int
+    q1: int
+    i0: int
+    j0: int
+
+    def covers_output(self, P, Q):
+        return (self.p0, self.p1, self.q0, self.q1) == (0, P, 0, Q)
+
+
+def _span(start, stride, size, out_size):
+    """Entries start + p*stride, p in [0, out_size), inside [0, size): (plane a, p0, p1, i0),
+    with plane a = the entries a::stride and entry p at index i0 + p - p0 of that plane."""
+    shift, a = divmod(start, stride)
+    plane_size = len(range(a, size, stride))
+    p0, p1 = max(0, -shift), min(out_size, plane_size - shift)
+    return a, p0, max(p0, p1), p0 + shift
+
+
+def _offsets(cache):
+    """The R*S window offsets (_Offset) in row-major order, those reading nothing left out."""
+    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
+                                          cache.output_size)
+    (top, _), (left, _) = cache.padding
+    H, W = cache.x.shape[2:]
+    offsets = []
+    for r in range(R):
+        a, p0, p1, i0 = _span(r * dh - top, sh, H, P)
+        for s in range(S):
+            b, q0, q1, j0 = _span(s * dw - left, sw, W, Q)
+            if p1 > p0 and q1 > q0:
+                offsets.append(_Offset(r * S + s, (a, b), p0, p1, q0, q1, i0, j0))
+    return offsets
+
+
+def _planes(x, stride, needed):
+    """{(a, b): x's rows a::sh and columns b::sw as (N, Ha, Wb, C)}, contiguous copies in
+    x's memory order (so each window offset reads long runs), x itself for stride 1."""
+    xp = backend.get_array_module(x)
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    if stride == (1, 1):
+        return {(0, 0): x_nhwc}
+    return {(a, b): xp.array(x_nhwc[:, a::stride[0], b::stride[1]]) for a, b in needed}
+
+
+def _read(planes, o):
+    """The (N, p1 - p0, q1 - q0, C) entries of offset o's windows."""
+    return planes[o.plane][:, o.i0:o.i0 + o.p1 - o.p0, o.j0:o.j0 + o.q1 - o.q0]
+
+
+def _new_nhwc(like, shape, dtype, new="empty"):
+    """A new (N, H, W, C) array (xp.empty or xp.zeros), channels-last in memory if ``like``
+    (N, C, H', W') is, else an (N, C, H, W) array seen as (N, H, W, C): every array of
+    one call walks memory in the same order."""
+    xp = backend.get_array_module(like)
+    N, H, W, C = shape
+    if abs(like.strides[1]) <= abs(like.strides[3]):
+        return getattr(xp, new)(shape, dtype=dtype)
+    return getattr(xp, new)((N, C, H, W), dtype=dtype).transpose(0, 2, 3, 1)
 
 
 def _windows(cache):
@@ -199,19 +275,69 @@ def max_pool2d_backward(dout, cache):
     if dout.size == 0 or x.size == 0:
         dx = xp.zeros(x.shape, dtype=dout.dtype)
         return dx[0] if cache.unbatched else dx
-    argmax = max_pool2d_winners(cache)
-    # Route each dout to its winner with one scatter-add: the flat index of the
-    # winner in the channels-last input, summed by bincount (windows overlap, so
-    # two outputs may send their gradient to the same input). The padding never
-    # wins, so every index lies inside the input.
-    h0, w0, offsets = _winner_coordinates(cache, W * C, C)
-    n = xp.arange(N).reshape(N, 1, 1, 1)
-    c = xp.arange(C).reshape(1, 1, 1, C)
-    winner = ((n * H + h0) * W + w0) * C + c + xp.asarray(offsets)[argmax]
+    offsets = _offsets(cache)
+    planes = cache.planes if cache.planes is not None else _planes(
+        x, cache.stride, {o.plane for o in offsets})
+    masks = _winner_masks(cache, planes, offsets)
+    # Each dout goes to its window's winner: offset by offset, dout times the offset's
+    # mask, added into the plane of dx that offset reads. Offsets in reverse order add
+    # the windows sharing an entry in the order of the windows, as a loop over them does.
     dout_nhwc = dout.transpose(0, 2, 3, 1)
-    dx = xp.bincount(winner.ravel(), weights=dout_nhwc.ravel(), minlength=N * H * W * C)
-    dx = dx.astype(dout.dtype, copy=False).reshape(N, H, W, C).transpose(0, 3, 1, 2)
+    finite = bool(xp.isfinite(dout).all())      # else 0 * inf would spread NaN
+    dplanes, spare = {}, None
+    for o, mask in zip(reversed(offsets), reversed(masks)):
+        d = dout_nhwc[:, o.p0:o.p1, o.q0:o.q1]
+        plane = dplanes.get(o.plane)
+        first = plane is None
+        if first:
+            plane = dplanes[o.plane] = _new_nhwc(x, planes[o.plane].shape, dout.dtype)
+            if mask.shape != plane.shape:
+                plane.fill(0)
+                first = False
+        target = plane[:, o.i0:o.i0 + o.p1 - o.p0, o.j0:o.j0 + o.q1 - o.q0]
+        if not first:
+            if spare is None:
+                spare = _new_nhwc(x, (N, P, Q, C), dout.dtype)
+            routed = spare[:, :o.p1 - o.p0, :o.q1 - o.q0]
+        else:
+            routed = target
+        if finite:
+            xp.multiply(d, mask, out=routed)
+        else:
+            routed[...] = xp.where(mask, d, xp.zeros((), dout.dtype))
+        if not first:
+            target += routed
+    dx = _new_nhwc(x, (N, H, W, C), dout.dtype)
+    sh, sw = cache.stride
+    for a in range(min(sh, H)):
+        for b in range(min(sw, W)):
+            dx[:, a::sh, b::sw] = dplanes.get((a, b), 0)
+    dx = dx.transpose(0, 3, 1, 2)
     return dx[0] if cache.unbatched else dx
+
+
+def _winner_masks(cache, planes, offsets):
+    """For each offset o (row-major), the (N, p1 - p0, q1 - q0, C) mask of the windows it
+    wins: the first entry equal to the window's maximum (padding never wins: no padding is
+    read; a window of -inf takes its first entry inside). NaN maxima, and winners given in
+    the cache, go by the recorded argmax instead."""
+    xp = backend.get_array_module(cache.x)
+    argmax, out = cache.argmax, cache.out
+    if argmax is None and (out is None or bool(xp.isnan(out).any())):
+        argmax = max_pool2d_winners(cache)
+    if argmax is not None:
+        return [argmax[:, o.p0:o.p1, o.q0:o.q1] == o.k for o in offsets]
+    masks, taken = [], None
+    for o in offsets:
+        view = (slice(None), slice(o.p0, o.p1), slice(o.q0, o.q1))
+        mask = _read(planes, o) == out[view]
+        if taken is None:
+            taken = _new_nhwc(cache.x, out.shape, bool, "zeros")
+        else:
+            mask &= ~taken[view]
+        taken[view] |= mask
+        masks.append(mask)
+    return masks
 
 
 # --------------------------------------------------------------------------- #
