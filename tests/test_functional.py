@@ -142,6 +142,26 @@ def test_max_pool_fast_equals_naive_on_layouts_and_dtypes(xp, name, shape, kerne
                                                                        dilation, ceil_mode)[0]))
 
 
+@pytest.mark.parametrize("values", ["ties", "nan", "normal"])
+@pytest.mark.parametrize("return_indices", [False, True])
+def test_max_pool_batch_in_chunks_equals_naive(monkeypatch, values, return_indices):
+    """On NumPy the passes go over groups of images (here 2, then the last 1): each group's
+    winners and dx, with the buffers reused from group to group, as for the whole batch."""
+    from resnet_np.functional import pooling
+    shape = (3, 4, 9, 10)
+    x = (special_values(values, shape) if values != "normal" else randn(*shape, seed=9))
+    x = np.ascontiguousarray(x.astype(np.float32).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    monkeypatch.setattr(pooling, "CHUNK_BYTES", 2 * x[:1].nbytes)
+    assert pooling._batch_chunks(x) == [(0, 2), (2, 3)]
+    out, cache = F.max_pool2d_forward(x, 3, 2, 1)
+    if return_indices:
+        cache = cache._replace(argmax=F.max_pool2d_winners(cache))
+    dout = randn(*out.shape, seed=10).astype(np.float32)
+    np.testing.assert_array_equal(out, F.max_pool2d_forward(np.ascontiguousarray(x), 3, 2, 1)[0])
+    np.testing.assert_array_equal(F.max_pool2d_backward(dout, cache),
+                                  F.max_pool2d_backward_naive(dout, cache))
+
+
 def test_max_pool_backward_sends_non_finite_dout_to_the_winner_only(xp):
     """An inf or NaN in dout reaches its window's winner and no other entry (0 * inf is NaN:
     the routing must not multiply it by a zero mask)."""

@@ -26,8 +26,8 @@ from ._checks import (check_array, check_float, check_image_dout, check_image_ra
 
 
 class MaxPool2dCache(NamedTuple):
-    """What the max-pool backward needs: the input, its strided planes and the output
-    (each window's winner is the first of its entries equal to its maximum)."""
+    """What the max-pool backward needs: the input and the output (each window's winner
+    is found again: the first of its entries equal to its maximum)."""
     x: object               # (N, C, H, W)
     kernel_size: tuple      # (R, S)
     stride: tuple           # (sh, sw)
@@ -38,7 +38,6 @@ class MaxPool2dCache(NamedTuple):
     argmax: object          # (N, P, Q, C) window offset r*S + s of each winner, or None
     unbatched: bool         # the input was (C, H, W)
     out: object = None      # (N, P, Q, C) the window maxima
-    planes: object = None   # {(a, b): (N, Ha, Wb, C) rows a::sh, columns b::sw of x}
 
 
 class AdaptiveAvgPool2dCache(NamedTuple):
@@ -86,22 +85,45 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     right = max(pw, (Q - 1) * sw + dw * (S - 1) + 1 - W - pw)
     geometry = MaxPool2dCache(x, (R, S), (sh, sw), ((ph, bottom), (pw, right)), (dh, dw),
                               (P, Q), None, unbatched)
-    xp = backend.get_array_module(x)
-    offsets = _offsets(geometry)
-    planes = _planes(x, (sh, sw), {o.plane for o in offsets})
     out = _new_nhwc(x, (N, P, Q, C), x.dtype)
-    full = [o for o in offsets if o.covers_output(P, Q)]
+    offsets = _offsets(geometry)
+    for n0, n1 in _batch_chunks(x):
+        _window_maxima(x[n0:n1], offsets, (sh, sw), out[n0:n1])
+    # The forward keeps its input and output: the backward finds the winners again,
+    # so inference pays for no argmax.
+    cache = geometry._replace(out=out)
+    out = out.transpose(0, 3, 1, 2)
+    return (out[0] if unbatched else out), cache
+
+
+def _window_maxima(x, offsets, stride, out):
+    """out (N, P, Q, C) = the maximum over the offsets' entries of x (N, C, H, W)."""
+    xp = backend.get_array_module(x)
+    planes = _planes(x, stride, {o.plane for o in offsets})
+    P, Q = out.shape[1:3]
+    full = [o for o in offsets if o.covers_output(P, Q)][:1]
     if full:
         out[...] = _read(planes, full[0])
     else:
         out.fill(-xp.inf)               # a window with no entry inside stays -inf
     for o in offsets:
-        if o is not (full[0] if full else None):
+        if o not in full:
             view = out[:, o.p0:o.p1, o.q0:o.q1]
             xp.maximum(view, _read(planes, o), out=view)   # NaN propagates, as in torch
-    cache = geometry._replace(out=out, planes=planes)
-    out = out.transpose(0, 3, 1, 2)
-    return (out[0] if unbatched else out), cache
+
+
+CHUNK_BYTES = 1 << 22     # the max-pool's passes on NumPy go over about 4 MiB of x at a time
+
+
+def _batch_chunks(x):
+    """[(n0, n1)]: on NumPy, groups of images of about CHUNK_BYTES of x each, so the passes
+    over a group's windows run in the CPU's cache; on CuPy the whole batch at once."""
+    N = x.shape[0]
+    per_image = x[:1].nbytes
+    if backend.get_array_module(x) is not np or N == 0 or per_image == 0:
+        return [(0, N)]
+    step = max(1, CHUNK_BYTES // per_image)
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
 
 
 class _Offset(NamedTuple):
@@ -147,13 +169,9 @@ def _offsets(cache):
 
 
 def _planes(x, stride, needed):
-    """{(a, b): x's rows a::sh and columns b::sw as (N, Ha, Wb, C)}, contiguous copies in
-    x's memory order (so each window offset reads long runs), x itself for stride 1."""
-    xp = backend.get_array_module(x)
+    """{(a, b): the view (N, Ha, Wb, C) of x's rows a::sh and columns b::sw}."""
     x_nhwc = x.transpose(0, 2, 3, 1)
-    if stride == (1, 1):
-        return {(0, 0): x_nhwc}
-    return {(a, b): xp.array(x_nhwc[:, a::stride[0], b::stride[1]]) for a, b in needed}
+    return {(a, b): x_nhwc[:, a::stride[0], b::stride[1]] for a, b in needed}
 
 
 def _read(planes, o):
@@ -233,8 +251,11 @@ def max_pool2d_winners(cache):
     """(N, P, Q, C) window offset r*S + s of the entry each output took, as torch picks it."""
     if cache.argmax is not None:
         return cache.argmax
+    xp = backend.get_array_module(cache.x)
+    if cache.out is not None and not bool(xp.isnan(cache.out).any()):
+        return _plane_winners(cache)
     argmax, best = _find_winners(cache, nan_aware=False)
-    if bool(backend.get_array_module(best).isnan(best).any()):
+    if bool(xp.isnan(best).any()):
         argmax, _ = _find_winners(cache, nan_aware=True)   # rare: only then pay for isnan
     return argmax
 
@@ -275,69 +296,109 @@ def max_pool2d_backward(dout, cache):
     if dout.size == 0 or x.size == 0:
         dx = xp.zeros(x.shape, dtype=dout.dtype)
         return dx[0] if cache.unbatched else dx
-    offsets = _offsets(cache)
-    planes = cache.planes if cache.planes is not None else _planes(
-        x, cache.stride, {o.plane for o in offsets})
-    masks = _winner_masks(cache, planes, offsets)
-    # Each dout goes to its window's winner: offset by offset, dout times the offset's
-    # mask, added into the plane of dx that offset reads. Offsets in reverse order add
-    # the windows sharing an entry in the order of the windows, as a loop over them does.
-    dout_nhwc = dout.transpose(0, 2, 3, 1)
+    given = cache.argmax
+    if given is None and (cache.out is None or bool(xp.isnan(cache.out).any())):
+        given = max_pool2d_winners(cache)      # NaN maxima: the search of torch's rule
     finite = bool(xp.isfinite(dout).all())      # else 0 * inf would spread NaN
-    dplanes, spare = {}, None
+    offsets = _offsets(cache)
+    dout_nhwc = dout.transpose(0, 2, 3, 1)
+    dx = _new_nhwc(x, (N, H, W, C), dout.dtype)
+    work = {}                                   # buffers reused from one chunk to the next
+    for n0, n1 in _batch_chunks(x):
+        chunk = cache._replace(x=x[n0:n1], out=None if cache.out is None else cache.out[n0:n1])
+        masks = _winner_masks(chunk, offsets, None if given is None else given[n0:n1], work)
+        _route(dout_nhwc[n0:n1], masks, chunk, offsets, finite, work, dx[n0:n1])
+    dx = dx.transpose(0, 3, 1, 2)
+    return dx[0] if cache.unbatched else dx
+
+
+def _buffer(work, name, like, shape, dtype):
+    """work[name][:N]: an (N, ...) array made once at the first chunk's size."""
+    if name not in work:
+        work[name] = _new_nhwc(like, shape, dtype)
+    return work[name][:shape[0]]
+
+
+def _winner_masks(cache, offsets, argmax, work):
+    """For each offset (row-major), the (N, p1 - p0, q1 - q0, C) mask of the windows whose
+    winner it is: argmax == k, or without an argmax the first entry equal to the window's
+    maximum cache.out (no padding is read, so the padding never wins; a window of -inf
+    takes its first entry inside; wrong where a maximum is NaN)."""
+    xp = backend.get_array_module(cache.x)
+    shape = cache.x.shape[:1] + tuple(cache.output_size) + cache.x.shape[1:2]
+    masks = []
+    if argmax is None:
+        planes = _planes(cache.x, cache.stride, {o.plane for o in offsets})
+        taken = _buffer(work, "taken", cache.x, shape, bool)
+        taken.fill(False)
+    for i, o in enumerate(offsets):
+        view = (slice(None), slice(o.p0, o.p1), slice(o.q0, o.q1))
+        mask = _buffer(work, ("mask", i), cache.x, shape, bool)[view]
+        if argmax is not None:
+            xp.equal(argmax[view], o.k, out=mask)
+        else:
+            xp.equal(_read(planes, o), cache.out[view], out=mask)
+            xp.greater(mask, taken[view], out=mask)      # and not taken by an earlier one
+            taken[view] |= mask
+        masks.append(mask)
+    return masks
+
+
+def _route(dout, masks, cache, offsets, finite, work, dx):
+    """dx (N, H, W, C) = each dout (N, P, Q, C) added to its window's winner.
+
+    Offset by offset, dout times the offset's mask goes into the plane of
+    dx that offset reads (rows a::sh, columns b::sw); the offsets in reverse order add the
+    windows sharing an entry in the order of the windows, as torch's loop does."""
+    xp = backend.get_array_module(dout)
+    x = cache.x
+    N, C, H, W = x.shape
+    sh, sw = cache.stride
+    spare_all = _buffer(work, "spare", x, dout.shape, dout.dtype)
+    dplanes = {}
     for o, mask in zip(reversed(offsets), reversed(masks)):
-        d = dout_nhwc[:, o.p0:o.p1, o.q0:o.q1]
+        view = (slice(None), slice(o.p0, o.p1), slice(o.q0, o.q1))
+        d = dout[view]
         plane = dplanes.get(o.plane)
         first = plane is None
         if first:
-            plane = dplanes[o.plane] = _new_nhwc(x, planes[o.plane].shape, dout.dtype)
+            a, b = o.plane
+            shape = (N, len(range(a, H, sh)), len(range(b, W, sw)), C)
+            plane = dplanes[o.plane] = _buffer(work, o.plane, x, shape, dout.dtype)
             if mask.shape != plane.shape:
                 plane.fill(0)
                 first = False
         target = plane[:, o.i0:o.i0 + o.p1 - o.p0, o.j0:o.j0 + o.q1 - o.q0]
-        if not first:
-            if spare is None:
-                spare = _new_nhwc(x, (N, P, Q, C), dout.dtype)
-            routed = spare[:, :o.p1 - o.p0, :o.q1 - o.q0]
-        else:
-            routed = target
+        routed = target if first else spare_all[view]
         if finite:
             xp.multiply(d, mask, out=routed)
         else:
             routed[...] = xp.where(mask, d, xp.zeros((), dout.dtype))
         if not first:
             target += routed
-    dx = _new_nhwc(x, (N, H, W, C), dout.dtype)
-    sh, sw = cache.stride
     for a in range(min(sh, H)):
         for b in range(min(sw, W)):
             dx[:, a::sh, b::sw] = dplanes.get((a, b), 0)
-    dx = dx.transpose(0, 3, 1, 2)
-    return dx[0] if cache.unbatched else dx
 
 
-def _winner_masks(cache, planes, offsets):
-    """For each offset o (row-major), the (N, p1 - p0, q1 - q0, C) mask of the windows it
-    wins: the first entry equal to the window's maximum (padding never wins: no padding is
-    read; a window of -inf takes its first entry inside). NaN maxima, and winners given in
-    the cache, go by the recorded argmax instead."""
+def _plane_winners(cache, work=None):
+    """(N, P, Q, C) offset r*S + s of each window's first entry equal to its maximum
+    cache.out (no padding is read, so the padding never wins; a window of -inf takes its
+    first entry inside). Wrong where a maximum is NaN."""
     xp = backend.get_array_module(cache.x)
-    argmax, out = cache.argmax, cache.out
-    if argmax is None and (out is None or bool(xp.isnan(out).any())):
-        argmax = max_pool2d_winners(cache)
-    if argmax is not None:
-        return [argmax[:, o.p0:o.p1, o.q0:o.q1] == o.k for o in offsets]
-    masks, taken = [], None
-    for o in offsets:
+    work = {} if work is None else work
+    out = cache.out
+    R, S = cache.kernel_size
+    offsets = _offsets(cache)
+    planes = _planes(cache.x, cache.stride, {o.plane for o in offsets})
+    argmax = _buffer(work, "argmax", cache.x, out.shape, xp.uint8 if R * S <= 256 else xp.int32)
+    argmax[...] = xp.asarray(_first_inside(cache).astype(argmax.dtype))
+    equal = _buffer(work, "equal", cache.x, out.shape, bool)
+    for o in reversed(offsets):     # the first offset equal to the maximum is the last kept
         view = (slice(None), slice(o.p0, o.p1), slice(o.q0, o.q1))
-        mask = _read(planes, o) == out[view]
-        if taken is None:
-            taken = _new_nhwc(cache.x, out.shape, bool, "zeros")
-        else:
-            mask &= ~taken[view]
-        taken[view] |= mask
-        masks.append(mask)
-    return masks
+        xp.equal(_read(planes, o), out[view], out=equal[view])
+        _assign_where(argmax[view], equal[view], o.k)
+    return argmax
 
 
 # --------------------------------------------------------------------------- #
