@@ -87,8 +87,9 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
                               (P, Q), None, unbatched)
     out = _new_nhwc(x, (N, P, Q, C), x.dtype)
     offsets = _offsets(geometry)
+    work = {}                           # buffers reused from one group of images to the next
     for n0, n1 in _batch_chunks(x):
-        _window_maxima(x[n0:n1], offsets, (sh, sw), out[n0:n1])
+        _window_maxima(x[n0:n1], offsets, (sh, sw), out[n0:n1], work)
     # The forward keeps its input and output: the backward finds the winners again,
     # so inference pays for no argmax.
     cache = geometry._replace(out=out)
@@ -96,10 +97,10 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     return (out[0] if unbatched else out), cache
 
 
-def _window_maxima(x, offsets, stride, out):
+def _window_maxima(x, offsets, stride, out, work):
     """out (N, P, Q, C) = the maximum over the offsets' entries of x (N, C, H, W)."""
     xp = backend.get_array_module(x)
-    planes = _planes(x, stride, {o.plane for o in offsets})
+    planes = _planes(x, stride, {o.plane for o in offsets}, work)
     P, Q = out.shape[1:3]
     full = [o for o in offsets if o.covers_output(P, Q)][:1]
     if full:
@@ -168,10 +169,19 @@ def _offsets(cache):
     return offsets
 
 
-def _planes(x, stride, needed):
-    """{(a, b): the view (N, Ha, Wb, C) of x's rows a::sh and columns b::sw}."""
+def _planes(x, stride, needed, work):
+    """{(a, b): x's rows a::sh and columns b::sw, (N, Ha, Wb, C)}: views of x when its
+    channels are last in memory (each row of a window's entries is a run of C), else
+    copies in work (a strided view of NCHW memory would step by sw in every pass)."""
     x_nhwc = x.transpose(0, 2, 3, 1)
-    return {(a, b): x_nhwc[:, a::stride[0], b::stride[1]] for a, b in needed}
+    views = {(a, b): x_nhwc[:, a::stride[0], b::stride[1]] for a, b in needed}
+    if stride == (1, 1) or abs(x.strides[1]) <= abs(x.strides[3]):
+        return views
+    copies = {}
+    for ab, view in views.items():
+        copies[ab] = _buffer(work, ("plane", ab), x, view.shape, x.dtype)
+        copies[ab][...] = view
+    return copies
 
 
 def _read(planes, o):
@@ -328,7 +338,7 @@ def _winner_masks(cache, offsets, argmax, work):
     shape = cache.x.shape[:1] + tuple(cache.output_size) + cache.x.shape[1:2]
     masks = []
     if argmax is None:
-        planes = _planes(cache.x, cache.stride, {o.plane for o in offsets})
+        planes = _planes(cache.x, cache.stride, {o.plane for o in offsets}, work)
         taken = _buffer(work, "taken", cache.x, shape, bool)
         taken.fill(False)
     for i, o in enumerate(offsets):
@@ -381,16 +391,16 @@ def _route(dout, masks, cache, offsets, finite, work, dx):
             dx[:, a::sh, b::sw] = dplanes.get((a, b), 0)
 
 
-def _plane_winners(cache, work=None):
+def _plane_winners(cache):
     """(N, P, Q, C) offset r*S + s of each window's first entry equal to its maximum
     cache.out (no padding is read, so the padding never wins; a window of -inf takes its
     first entry inside). Wrong where a maximum is NaN."""
     xp = backend.get_array_module(cache.x)
-    work = {} if work is None else work
+    work = {}
     out = cache.out
     R, S = cache.kernel_size
     offsets = _offsets(cache)
-    planes = _planes(cache.x, cache.stride, {o.plane for o in offsets})
+    planes = _planes(cache.x, cache.stride, {o.plane for o in offsets}, work)
     argmax = _buffer(work, "argmax", cache.x, out.shape, xp.uint8 if R * S <= 256 else xp.int32)
     argmax[...] = xp.asarray(_first_inside(cache).astype(argmax.dtype))
     equal = _buffer(work, "equal", cache.x, out.shape, bool)
