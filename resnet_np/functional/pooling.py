@@ -8,6 +8,9 @@ max_pool2d:  x (N, C, H, W) or (C, H, W) -> out (N, C, P, Q) (or (C, P, Q))
     picks it: entries in row-major window order, the first maximum wins ties, a
     NaN wins over any number (the last NaN of the window, as torch), and the
     padding never wins (a window of -inf keeps its first entry inside the input).
+    The fast path reads x as its sh*sw strided planes (rows a::sh, columns b::sw),
+    never the padding: a window's winner is its first entry equal to the cached
+    maximum, and dx is built plane by plane from dout times each offset's mask.
 
 adaptive_avg_pool2d:  x (N, C, H, W) -> out (N, C, P, Q), for any P, Q >= 0
     output cell (i, j) averages rows [floor(i*H/P), ceil((i+1)*H/P)) and
