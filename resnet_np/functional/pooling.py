@@ -309,18 +309,20 @@ def max_pool2d_backward(dout, cache):
     if dout.size == 0 or x.size == 0:
         dx = xp.zeros(x.shape, dtype=dout.dtype)
         return dx[0] if cache.unbatched else dx
-    given = cache.argmax
-    if given is None and (cache.out is None or bool(xp.isnan(cache.out).any())):
-        given = max_pool2d_winners(cache)      # NaN maxima: the search of torch's rule
-    finite = bool(xp.isfinite(dout).all())      # else 0 * inf would spread NaN
     offsets = _offsets(cache)
     dout_nhwc = dout.transpose(0, 2, 3, 1)
     dx = _new_nhwc(x, (N, H, W, C), dout.dtype)
     work = {}                                   # buffers reused from one chunk to the next
     for n0, n1 in _batch_chunks(x):
-        chunk = cache._replace(x=x[n0:n1], out=None if cache.out is None else cache.out[n0:n1])
-        masks = _winner_masks(chunk, offsets, None if given is None else given[n0:n1], work)
-        _route(dout_nhwc[n0:n1], masks, chunk, offsets, finite, work, dx[n0:n1])
+        chunk = cache._replace(x=x[n0:n1], out=None if cache.out is None else cache.out[n0:n1],
+                               argmax=None if cache.argmax is None else cache.argmax[n0:n1])
+        argmax = chunk.argmax
+        if argmax is None and (chunk.out is None or bool(xp.isnan(chunk.out).any())):
+            argmax = max_pool2d_winners(chunk)  # NaN maxima: the search of torch's rule
+        d = dout_nhwc[n0:n1]
+        finite = bool(xp.isfinite(d).all())     # else 0 * inf would spread NaN
+        masks = _winner_masks(chunk, offsets, argmax, work)
+        _route(d, masks, chunk, offsets, finite, work, dx[n0:n1])
     dx = dx.transpose(0, 3, 1, 2)
     return dx[0] if cache.unbatched else dx
 
