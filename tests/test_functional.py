@@ -162,6 +162,18 @@ def test_max_pool_batch_in_chunks_equals_naive(monkeypatch, values, return_indic
                                   F.max_pool2d_backward_naive(dout, cache))
 
 
+def test_max_pool_backward_ignores_changes_to_the_returned_output(xp):
+    """An in-place ReLU after the pool (or any change to its output) leaves the winners
+    alone: the backward uses the forward's own copy of the maxima."""
+    x = xp.asarray(randn(2, 3, 9, 8, seed=11))
+    out, cache = F.max_pool2d_forward(x, 3, 2, 1)
+    dout = xp.asarray(randn(*out.shape, seed=12))
+    xp.maximum(out, 0, out=out)                 # as ReLU(inplace=True)
+    out[0, 0] = 123.0
+    np.testing.assert_array_equal(host(F.max_pool2d_backward(dout, cache)),
+                                  host(F.max_pool2d_backward_naive(dout, cache)))
+
+
 def test_max_pool_backward_sends_non_finite_dout_to_the_winner_only(xp):
     """An inf or NaN in dout reaches its window's winner and no other entry (0 * inf is NaN:
     the routing must not multiply it by a zero mask)."""

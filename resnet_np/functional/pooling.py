@@ -40,7 +40,7 @@ class MaxPool2dCache(NamedTuple):
     output_size: tuple      # (P, Q)
     argmax: object          # (N, P, Q, C) window offset r*S + s of each winner, or None
     unbatched: bool         # the input was (C, H, W)
-    out: object = None      # (N, P, Q, C) the window maxima
+    out: object = None      # (N, P, Q, C) the window maxima (not the array returned)
 
 
 class AdaptiveAvgPool2dCache(NamedTuple):
@@ -88,14 +88,17 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     right = max(pw, (Q - 1) * sw + dw * (S - 1) + 1 - W - pw)
     geometry = MaxPool2dCache(x, (R, S), (sh, sw), ((ph, bottom), (pw, right)), (dh, dw),
                               (P, Q), None, unbatched)
+    maxima = _new_nhwc(x, (N, P, Q, C), x.dtype)
     out = _new_nhwc(x, (N, P, Q, C), x.dtype)
     offsets = _offsets(geometry)
     work = {}                           # buffers reused from one group of images to the next
     for n0, n1 in _batch_chunks(x):
-        _window_maxima(x[n0:n1], offsets, (sh, sw), out[n0:n1], work)
-    # The forward keeps its input and output: the backward finds the winners again,
-    # so inference pays for no argmax.
-    cache = geometry._replace(out=out)
+        _window_maxima(x[n0:n1], offsets, (sh, sw), maxima[n0:n1], work)
+        out[n0:n1] = maxima[n0:n1]
+    # The forward keeps its input and its own copy of the output (the caller may change
+    # the output in place, as an in-place ReLU does): the backward finds the winners
+    # again, so inference pays for no argmax.
+    cache = geometry._replace(out=maxima)
     out = out.transpose(0, 3, 1, 2)
     return (out[0] if unbatched else out), cache
 
