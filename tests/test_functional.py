@@ -99,6 +99,108 @@ def test_max_pool_backward_fast_equals_naive(xp, name, shape, kernel, stride, pa
                                   host(F.max_pool2d_backward_naive(dout, cache)))
 
 
+POOL_LAYOUT_CASES = [  # name, shape, kernel, stride, padding, dilation, ceil_mode
+    ("stem 3/2/1", (2, 3, 10, 9), 3, 2, 1, 1, False),
+    ("stride 1", (1, 2, 6, 7), 3, 1, 1, 1, False),
+    ("ceil_mode", (1, 3, 8, 7), 3, 2, 1, 1, True),
+    ("dilation", (2, 2, 9, 8), 3, 2, 1, (2, 3), False),
+    ("anisotropic", (1, 2, 5, 7), (3, 2), (1, 2), (1, 0), 1, False),
+]
+
+
+@pytest.mark.parametrize("values", ["ties", "nan and inf", "-inf windows", "normal"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name, shape, kernel, stride, padding, dilation, ceil_mode",
+                         POOL_LAYOUT_CASES, ids=[c[0] for c in POOL_LAYOUT_CASES])
+def test_max_pool_fast_equals_naive_on_layouts_and_dtypes(xp, name, shape, kernel, stride,
+                                                          padding, dilation, ceil_mode, dtype,
+                                                          layout, values):
+    """The plane-by-plane forward and backward against the loops of torch's rule, on
+    channels-last memory (as the convolutions leave it) and plain NCHW, float32 and float64,
+    the output in the input's memory order."""
+    if values == "normal":
+        x = randn(*shape, seed=5)
+    elif values == "ties":
+        x = np.random.default_rng(1).integers(0, 3, size=shape).astype(np.float64)
+    else:
+        x = special_values(values, shape)
+    x = x.astype(dtype)
+    if layout == "channels_last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    x = xp.asarray(x)
+    out, cache = F.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
+    _, reference = F.max_pool2d_forward(xp.ascontiguousarray(x), kernel, stride, padding,
+                                        dilation, ceil_mode)
+    assert out.dtype == x.dtype
+    assert (out.transpose(0, 2, 3, 1).flags.c_contiguous) == (layout == "channels_last")
+    dout = (randn(*cache.output_size, seed=2)[None, None] * randn(*shape[:2], 1, 1, seed=3))
+    dout = xp.asarray(dout.astype(dtype))
+    dx = F.max_pool2d_backward(dout, cache)
+    assert dx.dtype == x.dtype and dx.shape == x.shape
+    np.testing.assert_array_equal(host(dx), host(F.max_pool2d_backward_naive(dout, cache)))
+    np.testing.assert_array_equal(host(out), host(F.max_pool2d_forward(x, kernel, stride, padding,
+                                                                       dilation, ceil_mode)[0]))
+
+
+@pytest.mark.parametrize("values", ["ties", "nan", "normal"])
+@pytest.mark.parametrize("return_indices", [False, True])
+def test_max_pool_batch_in_chunks_equals_naive(monkeypatch, values, return_indices):
+    """On NumPy the passes go over groups of images (here 2, then the last 1): each group's
+    winners and dx, with the buffers reused from group to group, as for the whole batch."""
+    from resnet_np.functional import pooling
+    shape = (3, 4, 9, 10)
+    x = (special_values(values, shape) if values != "normal" else randn(*shape, seed=9))
+    x = np.ascontiguousarray(x.astype(np.float32).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    monkeypatch.setattr(pooling, "CHUNK_BYTES", 2 * x[:1].nbytes)
+    assert pooling._batch_chunks(x) == [(0, 2), (2, 3)]
+    out, cache = F.max_pool2d_forward(x, 3, 2, 1)
+    if return_indices:
+        cache = cache._replace(argmax=F.max_pool2d_winners(cache))
+    dout = randn(*out.shape, seed=10).astype(np.float32)
+    np.testing.assert_array_equal(out, F.max_pool2d_forward(np.ascontiguousarray(x), 3, 2, 1)[0])
+    np.testing.assert_array_equal(F.max_pool2d_backward(dout, cache),
+                                  F.max_pool2d_backward_naive(dout, cache))
+
+
+def test_max_pool_backward_ignores_changes_to_the_returned_output(xp):
+    """An in-place ReLU after the pool (or any change to its output) leaves the winners
+    alone: the backward uses the forward's own copy of the maxima."""
+    x = xp.asarray(randn(2, 3, 9, 8, seed=11))
+    out, cache = F.max_pool2d_forward(x, 3, 2, 1)
+    dout = xp.asarray(randn(*out.shape, seed=12))
+    xp.maximum(out, 0, out=out)                 # as ReLU(inplace=True)
+    out[0, 0] = 123.0
+    np.testing.assert_array_equal(host(F.max_pool2d_backward(dout, cache)),
+                                  host(F.max_pool2d_backward_naive(dout, cache)))
+
+
+def test_max_pool_backward_sends_non_finite_dout_to_the_winner_only(xp):
+    """An inf or NaN in dout reaches its window's winner and no other entry (0 * inf is NaN:
+    the routing must not multiply it by a zero mask)."""
+    x = xp.asarray(randn(1, 2, 7, 6, seed=4))
+    _, cache = F.max_pool2d_forward(x, 3, 2, 1)
+    dout = randn(1, 2, *cache.output_size, seed=6)
+    dout[0, 0, 1, 1], dout[0, 1, 2, 0] = np.inf, np.nan
+    dout = xp.asarray(dout)
+    np.testing.assert_array_equal(host(F.max_pool2d_backward(dout, cache)),
+                                  host(F.max_pool2d_backward_naive(dout, cache)))
+    assert int(np.isnan(host(F.max_pool2d_backward(dout, cache))).sum()) == 1
+
+
+def test_max_pool_backward_float32_adds_shared_entries_as_torch():
+    """An entry won by several overlapping windows sums their douts in float32, window by
+    window in row-major order, as torch does (bit for bit)."""
+    torch = pytest.importorskip("torch")
+    x = np.ascontiguousarray(randn(2, 8, 16, 16, seed=7).astype(np.float32).transpose(0, 2, 3, 1))
+    x = x.transpose(0, 3, 1, 2)
+    out, cache = F.max_pool2d_forward(x, 3, 2, 1)
+    dout = randn(*out.shape, seed=8).astype(np.float32)
+    t = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.max_pool2d(t, 3, 2, 1).backward(torch.from_numpy(dout))
+    np.testing.assert_array_equal(F.max_pool2d_backward(dout, cache), t.grad.numpy())
+
+
 def test_conv2d_naive_is_the_definition():
     """A hand-computed 1-channel example pins the naive reference itself."""
     x = np.arange(16.0).reshape(1, 1, 4, 4)
