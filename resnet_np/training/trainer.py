@@ -118,6 +118,9 @@ class Trainer:
         self.comm = (distributed.SingleProcess() if comm is None
                      else distributed.for_device(comm, config.device))
         self.is_main = self.comm.rank == 0
+        if config.amp is not None and self.comm.size > 1:
+            raise ValueError("--amp is not supported under mpiexec (several processes): "
+                             "train in one process, or without --amp")
         self.progress, self.on_batch_end = progress and self.is_main, on_batch_end
         self.log = log if self.is_main else _quiet
         self._build_data()
@@ -127,9 +130,6 @@ class Trainer:
                                                  sync_bn=config.sync_bn and self.comm.size > 1)
         self.amp, self.scaler = None, None
         if config.amp is not None:
-            if self.comm.size > 1:
-                raise ValueError("--amp is not supported under mpiexec (several processes); "
-                                 "train in one process, or without --amp")
             self.amp = MixedPrecision(self.model, config.amp)
             self.scaler = GradScaler(init_scale=config.loss_scale)
         # What checkpoints hold and restore: the float32 masters under mixed precision.
