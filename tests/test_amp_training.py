@@ -188,3 +188,24 @@ def test_amp_under_several_processes_is_refused(tmp_path):
 def test_the_checkpoint_config_names_the_precision(full_run):
     config = json.loads((full_run[0].out / "config.json").read_text())
     assert config["amp"] == "float16" and config["loss_scale"] == 4096.0
+
+
+@pytest.mark.gpu
+def test_one_amp_epoch_on_the_gpu_trains_and_saves_float32_masters(cp, tmp_path):
+    """float16 on CuPy: the masters stay on the GPU in float32, the checkpoint holds them."""
+    out = tmp_path / "run"
+    assert main(["train", "--limit", "64", "--batch-size", "16", "--image-size", "16",
+                 "--test-limit", "16", "--epochs", "1", "--no-progress", "--device", "gpu",
+                 "--amp", "--loss-scale", "1024", "--out", str(out)]) == 0
+    saved = load_checkpoint(out / "last.npz")
+    assert saved.config["amp"] == "float16" and saved.scaler["scale"] > 0
+    start = initial_weights()
+    assert all(v.dtype == np.float32 and np.isfinite(v).all()
+               for v in saved.model_state.values() if v.dtype.kind == "f")
+    assert not np.array_equal(saved.model_state["fc.weight"], start["fc.weight"])
+    (record,) = read_metrics(out / "metrics.jsonl")
+    assert record["skipped_steps"] < 4 and np.isfinite(record["train_loss"])
+    trainer = Trainer.resume(out / "last.npz", progress=False, log=quiet)
+    assert isinstance(trainer.amp.master_parameters()[0].data, cp.ndarray)
+    assert trainer.amp.master_parameters()[0].dtype == np.float32
+    assert trainer.model.parameters()[0].dtype == np.float16
