@@ -141,8 +141,9 @@ def _add_train(commands):
     _add_optimisation_flags(p.add_argument_group("optimisation"))
     _add_precision_flags(p.add_argument_group(
         "mixed precision",
-        "--amp computes in float16 (or --amp bfloat16: NumPy needs ml_dtypes; not on the\n"
-        "GPU) with float32 master weights updated by the optimizer, batch norm and the\n"
+        "--amp computes in float16 with float32 master weights updated by the optimizer\n"
+        "(--amp bfloat16 needs ml_dtypes on NumPy and is not on the GPU; the layers do not\n"
+        "take NumPy's bfloat16 yet, so it is refused before training), batch norm and the\n"
         "loss in float32, and dynamic loss scaling (torch.amp's rule). A step whose\n"
         "gradients overflow is skipped (the weights unchanged; the learning-rate schedule\n"
         "still advances, as in torch) and the scale halved; it doubles after 2000 clean\n"

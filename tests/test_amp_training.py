@@ -178,6 +178,12 @@ def test_bfloat16_without_ml_dtypes_is_refused(capsys, tmp_path, monkeypatch):
     assert "needs the ml_dtypes package for bfloat16" in err
 
 
+def test_bfloat16_which_the_layers_do_not_take_is_refused_before_training(capsys, tmp_path):
+    err = fails(capsys, ["train", *TINY_CLI, "--amp", "bfloat16", "--out", str(tmp_path / "r")])
+    assert "--amp bfloat16: the layers" in err and "use --amp float16" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_amp_under_several_processes_is_refused(tmp_path):
     two_ranks = types.SimpleNamespace(rank=0, size=2)
     with pytest.raises(ValueError, match="--amp is not supported under mpiexec"):

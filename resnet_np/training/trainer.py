@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, distributed
-from ..amp import GradScaler, MixedPrecision
+from ..amp import GradScaler, MixedPrecision, compute_dtype_for
 from ..data import Dataset, load_dataset
 from ..data.transforms import random_crop, random_flip
 from ..nn import CrossEntropyLoss
@@ -130,6 +130,8 @@ class Trainer:
                                                  sync_bn=config.sync_bn and self.comm.size > 1)
         self.amp, self.scaler = None, None
         if config.amp is not None:
+            _check_compute_dtype(config.amp, backend.get_array_module(
+                self.model.parameters()[0].data))
             self.amp = MixedPrecision(self.model, config.amp)
             self.scaler = GradScaler(init_scale=config.loss_scale)
         # What checkpoints hold and restore: the float32 masters under mixed precision.
@@ -606,6 +608,14 @@ def _apply_overrides(checkpoint, overrides):
                               f"run keeps its settings, so {key}={value!r} cannot apply "
                               "(start a new run instead)")
     return config
+
+
+def _check_compute_dtype(name, xp):
+    """Refuse a compute dtype the array module lacks, or the layers do not accept."""
+    dtype = compute_dtype_for(name, xp)
+    if dtype.kind != "f":   # NumPy's bfloat16 (ml_dtypes) is not a floating kind to NumPy
+        raise ValueError(f"--amp {name}: the layers (resnet_np.functional) accept floating-point "
+                         f"dtypes of NumPy's own only, and {name} is not one; use --amp float16")
 
 
 def _precision(amp):
