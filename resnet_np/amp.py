@@ -32,7 +32,7 @@ import numpy as np
 
 from . import backend
 from .nn import BatchNorm2d
-from .nn.module import Parameter
+from .nn.module import Parameter, weights_changed
 
 COMPUTE_DTYPES = ("float16", "bfloat16")
 
@@ -262,6 +262,17 @@ class MixedPrecision:
         for name, (_, master) in zip(names, self._pairs):
             state[name] = master.data
         return state
+
+    def load_state_dict(self, state):
+        """Float32 weights (as :meth:`state_dict` gives them) into the masters, in place
+        (the optimizer keeps its parameters), and their half-precision copies into the model."""
+        self.model.load_state_dict(state)                  # buffers, batch norm, the copies
+        names = [name for name, _ in self.model.named_parameters()]
+        for name, (p, master) in zip(names, self._pairs):
+            if p is not master:
+                xp = backend.get_array_module(master.data)
+                xp.copyto(master.data, xp.asarray(state[name]), casting="same_kind")
+        weights_changed()
 
 
 def _run_in_float32(bn, compute_dtype):

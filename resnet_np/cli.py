@@ -139,6 +139,16 @@ def _add_train(commands):
     data.add_argument("--no-augment", dest="augment", action="store_const", const=False,
                       help="no random crops and flips of the training images")
     _add_optimisation_flags(p.add_argument_group("optimisation"))
+    _add_precision_flags(p.add_argument_group(
+        "mixed precision",
+        "--amp computes in float16 with float32 master weights updated by the optimizer\n"
+        "(--amp bfloat16 needs ml_dtypes on NumPy and is not on the GPU; the layers do not\n"
+        "take NumPy's bfloat16 yet, so it is refused before training), batch norm and the\n"
+        "loss in float32, and dynamic loss scaling (torch.amp's rule). A step whose\n"
+        "gradients overflow is skipped (the weights unchanged; the learning-rate schedule\n"
+        "still advances, as in torch) and the scale halved; it doubles after 2000 clean\n"
+        "steps. Checkpoints hold the float32 masters and the scaler's state; a resumed\n"
+        "run keeps its precision. Needs --dtype float32; one process only (no mpiexec)."))
     run = p.add_argument_group("run")
     _add_device_flag(run, default=None)
     run.add_argument("--out", metavar="DIR",
@@ -166,6 +176,15 @@ def _add_model_flags(group):
                       help="7x7 stride-2 first convolution and max-pool (default above 64 pixels)")
     group.add_argument("--dtype", choices=["float32", "float64"],
                        help=f"parameter and activation precision (default: {_default('dtype')})")
+
+
+def _add_precision_flags(group):
+    group.add_argument("--amp", nargs="?", const="float16", choices=["float16", "bfloat16"],
+                       metavar="DTYPE",
+                       help="mixed precision in DTYPE: float16 (when DTYPE is left out) or "
+                            "bfloat16 (default: off, everything in --dtype)")
+    group.add_argument("--loss-scale", dest="loss_scale", type=positive_float, metavar="S",
+                       help=f"initial loss scale of --amp (default: {_default('loss_scale'):g})")
 
 
 def _add_optimisation_flags(group):

@@ -5,6 +5,8 @@ Layout of the archive (``numpy.load`` reads it, no pickle, no torch):
     model/<key>          one array per state_dict entry (``model/layer1.0.conv1.weight``)
     state/<path>         the arrays inside the optimizer, schedule and loader
                          states (momentum buffers, Adam moments, ...)
+                         (a mixed-precision run also saves its loss scaler's state;
+                         its weights are the float32 masters)
     meta                 a JSON string: format, version, ``config`` (model name,
                          num_classes, cifar_stem, dtype and the training
                          settings), ``progress`` (epoch, batch, history, best
@@ -52,6 +54,8 @@ class Checkpoint:
     optimizer, scheduler, loader : dict or None
         The state dicts of the optimizer, the learning-rate schedule and the
         training DataLoader.
+    scaler : dict or None
+        The :class:`~resnet_np.amp.GradScaler` state of a mixed-precision run.
     rng : dict or None
         The NumPy generator states of :func:`capture_rng_state`.
     progress : dict
@@ -65,6 +69,7 @@ class Checkpoint:
     scheduler: dict = None
     loader: dict = None
     rng: dict = None
+    scaler: dict = None
     progress: dict = field(default_factory=dict)
 
     def describe(self):
@@ -76,7 +81,7 @@ class Checkpoint:
 # Saving
 # --------------------------------------------------------------------------- #
 def save_checkpoint(path, model_state, config, optimizer=None, scheduler=None, loader=None,
-                    rng=None, progress=None):
+                    rng=None, progress=None, scaler=None):
     """Write a checkpoint to ``path`` atomically.
 
     Parameters
@@ -87,7 +92,7 @@ def save_checkpoint(path, model_state, config, optimizer=None, scheduler=None, l
         ``model.state_dict()``; CuPy arrays are copied to the host.
     config : dict
         JSON-serialisable; must hold the keys of :data:`MODEL_KEYS`.
-    optimizer, scheduler, loader, rng : dict, optional
+    optimizer, scheduler, loader, rng, scaler : dict, optional
         State dicts: nested dicts, lists and tuples of numbers, strings and
         arrays (dicts may have integer keys, as an optimizer's state has).
     progress : dict, optional
@@ -97,7 +102,8 @@ def save_checkpoint(path, model_state, config, optimizer=None, scheduler=None, l
     if missing:
         raise ValueError(f"checkpoint config lacks {', '.join(missing)}")
     arrays = {f"model/{key}": backend.to_numpy(value) for key, value in model_state.items()}
-    states = {"optimizer": optimizer, "scheduler": scheduler, "loader": loader, "rng": rng}
+    states = {"optimizer": optimizer, "scheduler": scheduler, "loader": loader, "rng": rng,
+              "scaler": scaler}
     meta = {"format": FORMAT, "version": VERSION, "config": config,
             "progress": progress or {},
             "states": {name: _pack(state, arrays, f"state/{name}")
@@ -205,10 +211,12 @@ def load_checkpoint(path):
     model_state = {key[len("model/"):]: value for key, value in arrays.items()
                    if key.startswith("model/")}
     states = meta.get("states", {})
-    optimizer, scheduler, loader, rng = (_unpack(states.get(name), arrays)
-                                         for name in ("optimizer", "scheduler", "loader", "rng"))
+    optimizer, scheduler, loader, rng, scaler = (
+        _unpack(states.get(name), arrays)
+        for name in ("optimizer", "scheduler", "loader", "rng", "scaler"))
     return Checkpoint(path=str(path), model_state=model_state, config=meta["config"],
                       optimizer=optimizer, scheduler=scheduler, loader=loader, rng=rng,
+                      scaler=scaler,
                       progress=meta.get("progress", {}))
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..amp import COMPUTE_DTYPES as AMP_DTYPES
 from ..backend import SUPPORTED_DTYPES
 from ..data import DATASETS
 from ..models import MODELS
@@ -64,6 +65,14 @@ class TrainConfig:
         On several processes, batch norm with the statistics of the global
         batch (:class:`~resnet_np.distributed.SyncBatchNorm2d`) rather than of
         each rank's; no effect in one process.
+    amp : {None, "float16", "bfloat16"}
+        Mixed precision (:mod:`resnet_np.amp`): compute in this dtype, with
+        float32 master weights (``dtype`` must be float32), batch norm in
+        float32 and dynamic loss scaling. None: everything in ``dtype``.
+    loss_scale : float
+        The initial loss scale of mixed precision (torch's ``init_scale``);
+        halved after a step whose gradients overflow, doubled after 2000
+        clean steps in a row.
     """
 
     model: str = "resnet18"
@@ -88,6 +97,8 @@ class TrainConfig:
     limit: int = None
     test_limit: int = None
     sync_bn: bool = False
+    amp: str = None
+    loss_scale: float = 2.0 ** 16
 
     def __post_init__(self):
         if self.image_size is None:
@@ -117,6 +128,12 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "lr_decay_rate"):
             _finite(name, getattr(self, name), low=0)
         _finite("label_smoothing", self.label_smoothing, low=0, high=1)
+        if self.amp is not None:
+            _choice("amp", self.amp, AMP_DTYPES)
+            if self.dtype != "float32":
+                raise ValueError(f"--amp keeps float32 master weights and cannot be combined "
+                                 f"with --dtype {self.dtype}; use --dtype float32 (the default)")
+        _finite("loss_scale", self.loss_scale, low=0, strict=True)
         if not self.momentum < 1:
             what = "SGD's momentum" if self.optimizer == "sgd" else "Adam's beta1"
             raise ValueError(f"momentum is {what} and must be in [0, 1) (at 1 or more the "

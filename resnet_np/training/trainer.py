@@ -17,6 +17,17 @@ schedule's state, the epoch and batch counters, NumPy's generators and the
 data loader's position, so an interrupted run ends with exactly (bit for bit)
 the weights of an uninterrupted one.
 
+Mixed precision (``config.amp``, see :mod:`resnet_np.amp`): the model computes
+in float16 or bfloat16, the optimizer updates float32 master weights, and a
+:class:`~resnet_np.amp.GradScaler` scales the loss gradient. A step whose
+gradients hold inf or NaN is skipped (no optimizer update) and the scale
+halved; the learning-rate schedule still advances on a skipped step, as
+torch's usual loop (``scaler.step(opt); scaler.update(); scheduler.step()``)
+does. Checkpoints hold the float32 masters (a float32 model loads them as any
+other) and the scaler's state; the precision is part of the run's config, so
+a resumed run keeps it. The test evaluation after each epoch runs in the
+compute dtype, on the model being trained.
+
 A first Ctrl-C (or SIGTERM, as a timeout or a scheduler sends) lets the
 current batch finish, saves ``last.npz`` and stops; a second one stops at once
 without saving. A loss that is NaN or infinite, or a parameter or buffer that
@@ -41,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, distributed
+from ..amp import GradScaler, MixedPrecision, compute_dtype_for
 from ..data import Dataset, load_dataset
 from ..data.transforms import random_crop, random_flip
 from ..nn import CrossEntropyLoss
@@ -106,6 +118,9 @@ class Trainer:
         self.comm = (distributed.SingleProcess() if comm is None
                      else distributed.for_device(comm, config.device))
         self.is_main = self.comm.rank == 0
+        if config.amp is not None and self.comm.size > 1:
+            raise ValueError("--amp is not supported under mpiexec (several processes): "
+                             "train in one process, or without --amp")
         self.progress, self.on_batch_end = progress and self.is_main, on_batch_end
         self.log = log if self.is_main else _quiet
         self._build_data()
@@ -113,7 +128,16 @@ class Trainer:
         self.model = model_from_config(self.checkpoint_config(), config.device)
         self.parallel = distributed.DataParallel(self.model, self.comm,
                                                  sync_bn=config.sync_bn and self.comm.size > 1)
-        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.amp, self.scaler = None, None
+        if config.amp is not None:
+            _check_compute_dtype(config.amp, backend.get_array_module(
+                self.model.parameters()[0].data))
+            self.amp = MixedPrecision(self.model, config.amp)
+            self.scaler = GradScaler(init_scale=config.loss_scale)
+        # What checkpoints hold and restore: the float32 masters under mixed precision.
+        self.weights = self.model if self.amp is None else self.amp
+        self.optimizer = build_optimizer(
+            config, self.model.parameters() if self.amp is None else self.amp.master_parameters())
         # Stepped after every batch, so the warm-up ramps up smoothly and the
         # decay follows the run batch by batch even when it is a few epochs long.
         steps = len(self.train_loader)
@@ -185,15 +209,20 @@ class Trainer:
         return trainer
 
     def _restore(self, checkpoint):
-        restore_model(self.model, checkpoint.model_state, checkpoint.path,
+        restore_model(self.weights, checkpoint.model_state, checkpoint.path,
                       f"a {describe_model(self.checkpoint_config())}")
+        if self.scaler is not None:
+            if not checkpoint.scaler:
+                raise CheckpointError(f"{checkpoint.path} has no loss-scaler state, so its "
+                                      "mixed-precision run cannot be resumed exactly")
+            self.scaler.load_state_dict(checkpoint.scaler)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scheduler.load_state_dict(checkpoint.scheduler)
         self.train_loader.load_state_dict(checkpoint.loader)
         restore_rng_state(checkpoint.rng)
         progress = checkpoint.progress
         self.epoch, self.batch = progress["epoch"], progress["batch"]
-        self.sums = dict(progress["sums"])
+        self.sums = {**_new_sums(), **progress["sums"]}
         self.history, self.best_top1 = list(progress["history"]), progress["best_top1"]
         self._loader_state = checkpoint.loader
         self.resumed_from = Path(checkpoint.path)
@@ -236,6 +265,9 @@ class Trainer:
         line = (f"{describe_model(self.checkpoint_config())} on {self.config.dataset}: "
                 f"{len(self.train_set)} training and {len(self.test_set)} test images of "
                 f"{size}x{size}, {epochs} epoch{'s' * (epochs != 1)}, writing to {self.out}")
+        if self.amp is not None:
+            line += (f"; mixed precision ({self.config.amp} compute, float32 master weights, "
+                     f"loss scale {self.scaler.get_scale():g})")
         if self.comm.size > 1:
             line += (f"; {self.comm.size} processes x batch {self.config.batch_size} = "
                      f"{self.comm.size * self.config.batch_size} images per step (lr "
@@ -323,15 +355,35 @@ class Trainer:
         x = backend.to_device(x.astype(self.model.dtype, copy=False), device)
         y = backend.to_device(y, device)
         logits = self.model(x)
+        if self.amp is not None:   # the loss and its gradient in float32
+            logits = logits.astype(np.float32)
         loss = float(self.criterion(logits, y))
         if not math.isfinite(loss):
             raise TrainingError(self._diverged_message(f"the loss is {loss}"))
-        self.optimizer.zero_grad()
-        self.parallel.backward(self.criterion.backward(), input_grad=False)  # grads averaged
         self.sums["lr"] = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
+        if self.amp is None:
+            self.optimizer.zero_grad()
+            self.parallel.backward(self.criterion.backward(), input_grad=False)  # averaged
+            self.optimizer.step()
+        else:
+            self._mixed_precision_step()
+        self.scheduler.step()          # also after a skipped step, as torch's loop does
         return loss, topk_correct(logits, y, 1)
+
+    def _mixed_precision_step(self):
+        """Scaled backward in the compute dtype, float32 master gradients unscaled, the
+        optimizer step skipped if they overflowed; the scale updated."""
+        self.amp.zero_grad()
+        dlogits = self.scaler.scale(self.criterion.backward()).astype(self.amp.compute_dtype)
+        self.parallel.backward(dlogits, input_grad=False)
+        self.amp.copy_grads_to_master()
+        stepped = self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if stepped:
+            self.amp.copy_master_to_model()
+        else:
+            self.sums["skipped"] += 1
+        self.amp.zero_grad()
 
     def _end_epoch(self):
         """Evaluate, advance the counters, save, log."""
@@ -359,12 +411,15 @@ class Trainer:
 
     def _epoch_record(self, result):
         sums = self.sums
-        return {"epoch": self.epoch + 1, "lr": sums["lr"],
-                "train_loss": sums["loss"] / sums["seen"],
-                "train_acc": sums["correct"] / sums["seen"],
-                "test_loss": result.loss, "top1": result.top1, "top5": result.top5,
-                "images_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
-                "epoch_time_s": sums["seconds"]}
+        record = {"epoch": self.epoch + 1, "lr": sums["lr"],
+                  "train_loss": sums["loss"] / sums["seen"],
+                  "train_acc": sums["correct"] / sums["seen"],
+                  "test_loss": result.loss, "top1": result.top1, "top5": result.top5,
+                  "images_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
+                  "epoch_time_s": sums["seconds"]}
+        if self.scaler is not None:   # the scale at the epoch's end, its skipped steps
+            record.update(loss_scale=self.scaler.get_scale(), skipped_steps=sums["skipped"])
+        return record
 
     def _finish(self):
         result = self._last_eval
@@ -413,7 +468,7 @@ class Trainer:
     def _save(self, path):
         """Write a checkpoint (rank 0 only), unless a parameter or buffer is NaN or infinite
         (checked on every rank: the weights are the same everywhere, so all stop alike)."""
-        bad = non_finite_entries(self.model.state_dict())
+        bad = non_finite_entries(self.weights.state_dict())
         if bad:
             more = f", and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise TrainingError(self._diverged_message(
@@ -422,8 +477,9 @@ class Trainer:
                 f"epoch {self.epoch}, batch {self.batch}"))
         if not self.is_main:
             return
-        save_checkpoint(path, self.model.state_dict(), self.checkpoint_config(),
+        save_checkpoint(path, self.weights.state_dict(), self.checkpoint_config(),
                         optimizer=self.optimizer.state_dict(),
+                        scaler=None if self.scaler is None else self.scaler.state_dict(),
                         scheduler=self.scheduler.state_dict(), loader=self._loader_state,
                         rng=capture_rng_state(),
                         progress={"epoch": self.epoch, "batch": self.batch, "sums": self.sums,
@@ -447,8 +503,11 @@ class Trainer:
 
     def _postfix(self):
         s = self.sums
-        return (f"loss {s['loss'] / s['seen']:.4f}, acc {100 * s['correct'] / s['seen']:.1f}%, "
+        line = (f"loss {s['loss'] / s['seen']:.4f}, acc {100 * s['correct'] / s['seen']:.1f}%, "
                 f"{s['seen'] / max(s['seconds'], 1e-9):.0f} img/s")
+        if self.scaler is not None:
+            line += f", scale {self.scaler.get_scale():g}, {s['skipped']} skipped"
+        return line
 
     def _diverged_message(self, what, where=None):
         last = self.out / "last.npz"
@@ -539,11 +598,28 @@ def _apply_overrides(checkpoint, overrides):
         if key in RESUME_OVERRIDES:
             setattr(config, key, value)
             continue
+        if key == "amp":
+            raise CheckpointError(
+                f"{checkpoint.path} was trained in {_precision(saved)}; resuming it in "
+                f"{_precision(value)} is refused: a run keeps its precision (resume without "
+                "--amp to continue it as it was, or start a new run)")
         check_model_config(checkpoint.config, {key: value}, checkpoint.path)
         raise CheckpointError(f"{checkpoint.path} was trained with {key}={saved!r}; a resumed "
                               f"run keeps its settings, so {key}={value!r} cannot apply "
                               "(start a new run instead)")
     return config
+
+
+def _check_compute_dtype(name, xp):
+    """Refuse a compute dtype the array module lacks, or the layers do not accept."""
+    dtype = compute_dtype_for(name, xp)
+    if dtype.kind != "f":   # NumPy's bfloat16 (ml_dtypes) is not a floating kind to NumPy
+        raise ValueError(f"--amp {name}: the layers (resnet_np.functional) accept floating-point "
+                         f"dtypes of NumPy's own only, and {name} is not one; use --amp float16")
+
+
+def _precision(amp):
+    return "float32" if amp is None else f"mixed precision (--amp {amp})"
 
 
 def _quiet(message):
@@ -552,15 +628,19 @@ def _quiet(message):
 
 def _new_sums():
     """Running totals of an epoch; ``lr`` is the rate of its latest batch."""
-    return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": None}
+    return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": None, "skipped": 0}
 
 
 def _epoch_line(record, epochs):
-    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+    line = (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
             f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f}, "
             f"{format_accuracy(record['top1'], record['top5'])} | "
             f"lr {record['lr']:.4g}, {record['images_per_s']:.0f} img/s, "
             f"{record['epoch_time_s']:.0f} s")
+    if "loss_scale" in record:
+        line += (f" | loss scale {record['loss_scale']:g}, "
+                 f"{record['skipped_steps']} step{'s' * (record['skipped_steps'] != 1)} skipped")
+    return line
 
 
 @contextlib.contextmanager
