@@ -8,6 +8,7 @@ from dataclasses import replace
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -341,3 +342,22 @@ def test_freed_activation_buffers_stay_in_the_process_for_the_next_step(mode):
     done = subprocess.run([sys.executable, "-c", _FREED_BLOCK, "retain"], capture_output=True,
                           text=True, env=env, check=True)
     assert done.stdout.split() == ["False", "False"]        # the user asked for glibc's own
+
+
+def test_the_step_profile_times_every_layer_function():
+    """benchmarks/profile_step.py (run as a script: it wraps resnet_np.functional for its
+    process) accounts for a train step by function and by input shape."""
+    import subprocess
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_step.py"
+    done = subprocess.run([sys.executable, str(script), "--model", "resnet18", "--batch", "2",
+                           "--size", "32", "--warmup", "1", "--steps", "1", "--top", "3"],
+                          capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    import re
+    head = re.fullmatch(r"resnet18 train, batch 2, 32x32: (\d+) ms a step, (\d+) ms in the "
+                        r"layer functions", lines[0])
+    assert head and 0 < int(head[2]) <= int(head[1])
+    names = {line.split()[0] for line in lines[1:] if line.startswith("  ") and "(" not in line}
+    assert {"conv2d_forward", "conv2d_backward", "batch_norm2d_forward", "max_pool2d_backward",
+            "softmax_cross_entropy_backward"} <= names
+    assert len([line for line in lines if line.startswith("  conv2d") and "(" in line]) >= 1
