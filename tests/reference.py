@@ -20,3 +20,19 @@ def import_torchvision():
         sys.modules.setdefault(name, types.ModuleType(name))
     import torchvision
     return torchvision
+
+
+def torchvision_model(name, dtype, num_classes=10, seed=0, **kwargs):
+    """A torchvision model whose batch norms are randomised too, so that eval mode
+    is not the identity and every affine parameter matters."""
+    torchvision = import_torchvision()
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, name)(num_classes=num_classes, **kwargs)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.to(getattr(torch, dtype))

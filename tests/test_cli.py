@@ -301,17 +301,9 @@ def test_traceback_flag_shows_the_traceback(capsys):
 def torchvision_resnet18(tmp_path_factory):
     """A randomly initialised torchvision ResNet-18 (with non-trivial BN statistics),
     its .pth file and a test image."""
-    from reference import import_torchvision, torch
+    from reference import import_torchvision, torch, torchvision_model
     torchvision = import_torchvision()
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-    model.eval()
+    model = torchvision_model("resnet18", "float32", num_classes=1000).eval()
     folder = tmp_path_factory.mktemp("torchvision")
     pth = folder / "resnet18.pth"
     torch.save(model.state_dict(), pth)

@@ -8,7 +8,7 @@ import pytest
 
 import resnet_np as rn
 import resnet_np.functional as F
-from reference import import_torchvision, torch
+from reference import import_torchvision, torch, torchvision_model
 
 torchvision = import_torchvision()
 
@@ -20,21 +20,6 @@ def rel_err(ours, theirs):
     theirs = np.asarray(theirs.detach().numpy() if hasattr(theirs, "detach") else theirs,
                         dtype=np.float64)
     return float(np.linalg.norm(ours - theirs) / max(np.linalg.norm(theirs), 1e-30))
-
-
-def torchvision_model(name, dtype, num_classes=10, seed=0, **kwargs):
-    """A torchvision model whose batch norms are randomised too, so that eval mode
-    is not the identity and every affine parameter matters."""
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, name)(num_classes=num_classes, **kwargs)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.to(getattr(torch, dtype))
 
 
 def run_torchvision(name, dtype, train, x, dlogits, seed=0, **kwargs):

@@ -351,18 +351,9 @@ def test_a_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def torchvision_pth(tmp_path_factory):
     """A torchvision ResNet-18 with random weights and batch-norm statistics, and its .pth."""
-    from reference import import_torchvision, torch
+    from reference import import_torchvision, torch, torchvision_model
     torchvision = import_torchvision()
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    model.eval()
+    model = torchvision_model("resnet18", "float32", num_classes=1000).eval()
     folder = tmp_path_factory.mktemp("torchvision")
     torch.save(model.state_dict(), folder / "resnet18.pth")
     return torch, torchvision, model, folder
