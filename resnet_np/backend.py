@@ -136,6 +136,11 @@ def matmul(a, b):
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
+def allocator_left_alone():
+    """Whether ``RESNET_NP_MALLOC=default`` asks :func:`retain_freed_memory` to do nothing."""
+    return os.environ.get("RESNET_NP_MALLOC", "").lower() == "default"
+
+
 def retain_freed_memory():
     """Keep freed NumPy buffers in the process instead of returning them to the OS.
 
@@ -152,7 +157,7 @@ def retain_freed_memory():
     or when ``RESNET_NP_MALLOC=default`` asks to leave the allocator alone. The
     ``train`` command and the bench call it; call it in your own training script.
     """
-    if os.environ.get("RESNET_NP_MALLOC", "").lower() == "default" or sys.platform != "linux":
+    if allocator_left_alone() or sys.platform != "linux":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

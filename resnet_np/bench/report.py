@@ -75,7 +75,7 @@ def environment(backends, load_at_start):
         ("forced by " + ", ".join(f"{k}={v}" for k, v in forced.items())
          + " for resnet-np CPU; unset for resnet-np CPU, native BLAS (--native-blas)")
         if forced else "OpenBLAS's own choice for this processor")
-    if os.environ.get("RESNET_NP_MALLOC", "").lower() == "default":
+    if backend.allocator_left_alone():
         env["allocator"] = "glibc's defaults for every process (RESNET_NP_MALLOC=default)"
     else:
         env["allocator"] = ("resnet-np processes keep freed memory for reuse "

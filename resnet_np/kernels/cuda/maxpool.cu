@@ -50,7 +50,7 @@ __global__ void maxpool_forward(const T* __restrict__ x, T* __restrict__ out,
 // (h, w) at offset (r, s) = (h + ph - p*sh, w + pw - q*sw) and whose winner is
 // that offset. One thread per input pixel, dx contiguous (N, H, W, C); dout is
 // read through its (N, P, Q, C) element strides.
-// The NumPy twin: functional.max_pool2d_backward (a bincount of the winners).
+// The NumPy twin: functional.max_pool2d_backward (dout times each offset's winner mask).
 template <typename T, typename I>
 __global__ void maxpool_backward(const T* __restrict__ dout, const int* __restrict__ argmax,
                                  T* __restrict__ dx,
