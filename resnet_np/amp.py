@@ -237,23 +237,32 @@ class MixedPrecision:
     def train_step(self, x, labels, criterion, optimizer, scaler, input_grad=False):
         """One mixed-precision step -> (loss as a float, whether the optimizer stepped).
 
-        The logits are widened to float32 for the loss; its gradient is scaled,
-        narrowed and sent back through the model; the master gradients are
-        unscaled and checked by ``scaler``, which skips the step on inf/NaN.
+        The logits are widened to float32 for the loss; its gradient goes back
+        through :meth:`backward_and_step`.
         """
         # float16 overflow is expected now and then: the scaler sees it and skips the step
         with np.errstate(over="ignore", invalid="ignore"):
             logits = self.model(self.cast_input(x))
             loss = criterion(logits.astype(np.float32), labels)
-            dlogits = scaler.scale(criterion.backward()).astype(self.compute_dtype)
-            self.model.backward(dlogits, input_grad=input_grad)
+        stepped = self.backward_and_step(criterion.backward(), optimizer, scaler,
+                                         input_grad=input_grad)
+        return float(loss), stepped
+
+    def backward_and_step(self, dlogits, optimizer, scaler, backward=None, input_grad=False):
+        """The float32 loss gradient ``dlogits`` scaled, narrowed and sent back through the
+        model (by ``backward``: the model's own, or a wrapper's such as DataParallel's);
+        the master gradients unscaled and checked by ``scaler``, which skips the step on
+        inf/NaN; the scale updated -> whether the optimizer stepped."""
+        backward = self.model.backward if backward is None else backward
+        with np.errstate(over="ignore", invalid="ignore"):
+            backward(scaler.scale(dlogits).astype(self.compute_dtype), input_grad=input_grad)
         self.copy_grads_to_master()
         stepped = scaler.step(optimizer)
         scaler.update()
         if stepped:
             self.copy_master_to_model()
         self.zero_grad()
-        return float(loss), stepped
+        return stepped
 
     def state_dict(self):
         """The float32 weights (masters) and buffers, under the model's usual keys."""

@@ -374,16 +374,9 @@ class Trainer:
         """Scaled backward in the compute dtype, float32 master gradients unscaled, the
         optimizer step skipped if they overflowed; the scale updated."""
         self.amp.zero_grad()
-        dlogits = self.scaler.scale(self.criterion.backward()).astype(self.amp.compute_dtype)
-        self.parallel.backward(dlogits, input_grad=False)
-        self.amp.copy_grads_to_master()
-        stepped = self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if stepped:
-            self.amp.copy_master_to_model()
-        else:
+        if not self.amp.backward_and_step(self.criterion.backward(), self.optimizer, self.scaler,
+                                          backward=self.parallel.backward):
             self.sums["skipped"] += 1
-        self.amp.zero_grad()
 
     def _end_epoch(self):
         """Evaluate, advance the counters, save, log."""
