@@ -114,8 +114,8 @@ def matmul(a, b):
     weight gradient, (K, N*P*Q) @ (N*P*Q, R*S*C)). The same result as
     ``(b.T @ a.T).T`` (each matrix of a batch transposed) runs at full speed,
     and the transposes are free views. A tall product (an im2col convolution on
-    a large map, (N*P*Q, R*S*C) @ (R*S*C, K)) ran 5-25% faster here in blocks of
-    2048 rows written into one result (benchmarks/gemm_blocks.py).
+    a large map, (N*P*Q, R*S*C) @ (R*S*C, K)) ran up to 18% faster here in blocks
+    of 2048 rows written into one result (benchmarks/gemm_blocks.py).
     """
     if get_array_module(a) is not np:       # cuBLAS has neither quirk
         return a @ b
@@ -147,8 +147,8 @@ def retain_freed_memory():
     A train step allocates and frees the same large activation buffers every step.
     glibc's malloc serves a block above its mmap threshold (128 KiB, rising to at most
     32 MiB) with a fresh ``mmap`` and unmaps it when freed, so every step page-faults
-    (and zeroes) that memory again: a fresh 58 MiB buffer (ResNet-50's largest im2col
-    at batch 8) costs 5.8 ms to fill, a reused one 2.5 ms. With mmap off
+    (and zeroes) that memory again, ResNet-50's 58 MiB im2col buffers at batch 8
+    among them. With mmap off
     (``M_MMAP_MAX`` 0) and the trim threshold at 1 GiB, those blocks stay in the heap
     for the next step. The first step's peak is unchanged; memory freed after the peak
     stays with the process (as PyTorch's CPU allocators keep theirs).
