@@ -119,7 +119,7 @@ def test_conv2d_uses_winograd_where_it_is_picked_and_im2col_elsewhere():
         conv2d_forward(x, w, padding=1, winograd="quick")
 
 
-def test_conv2d_module_uses_winograd_for_inference_only(monkeypatch):
+def test_conv2d_module_uses_f2_in_training_and_f4_in_inference(monkeypatch):
     import resnet_np as rn
     from resnet_np.functional import conv as conv_module
     calls = []
@@ -129,7 +129,12 @@ def test_conv2d_module_uses_winograd_for_inference_only(monkeypatch):
     conv = rn.nn.Conv2d(4, 5, 3, padding=1, dtype="float64")
     x = np.random.default_rng(5).standard_normal((2, 4, 28, 28))
     train_out = conv(x)
-    assert conv._pop_cache().winograd is None                 # training: im2col
+    assert conv._pop_cache().winograd.m == 2                 # training: F(2x2) at 28x28
+    conv(np.zeros((1, 4, 56, 56)))
+    assert conv._pop_cache().winograd is None                # and im2col at 56x56
+    with use_winograd("fast"):                               # the inference mode, forced
+        conv(x)
+        assert conv._pop_cache().winograd.m == 4
     calls.clear()
     with rn.no_grad():
         with use_winograd(False):
@@ -138,3 +143,6 @@ def test_conv2d_module_uses_winograd_for_inference_only(monkeypatch):
         fast = conv(x)
     assert len(calls) == 1 and calls[0] == 4 and conv._caches == []
     assert np.abs(fast - exact).max() < 1e-12 and np.abs(train_out - exact).max() < 1e-12
+    with pytest.raises(ValueError, match="use_winograd: enabled must be True, False"):
+        with use_winograd("quick"):
+            pass

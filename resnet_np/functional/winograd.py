@@ -80,19 +80,24 @@ POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, -2)}
 # --------------------------------------------------------------------------- #
 # When conv2d uses it
 # --------------------------------------------------------------------------- #
-_enabled = {"on": os.environ.get("RESNET_NP_WINOGRAD", "1") != "0"}
+_enabled = {"on": os.environ.get("RESNET_NP_WINOGRAD", "1") != "0", "mode": None}
 
 
 @contextlib.contextmanager
 def use_winograd(enabled=True):
     """Within this context conv2d uses Winograd where :func:`winograd_tile` picks it
-    (the default; ``RESNET_NP_WINOGRAD=0`` in the environment turns it off), or never."""
-    old = _enabled["on"]
-    _enabled["on"] = bool(enabled)
+    (True, the default; ``RESNET_NP_WINOGRAD=0`` in the environment turns it off), never
+    (False), or with one mode, "fast" or "accurate", wherever Winograd is asked for,
+    training included (to measure what the other mode would do)."""
+    if enabled not in (True, False, "fast", "accurate"):
+        raise ValueError(f"use_winograd: enabled must be True, False, 'fast' or 'accurate', "
+                         f"got {enabled!r}")
+    old = dict(_enabled)
+    _enabled.update(on=enabled is not False, mode=enabled if isinstance(enabled, str) else None)
     try:
         yield
     finally:
-        _enabled["on"] = old
+        _enabled.update(old)
 
 
 def winograd_tile(x, g, mode="fast"):
@@ -103,15 +108,16 @@ def winograd_tile(x, g, mode="fast"):
     (on a GPU the generic path has not been measured against it). ``mode``:
 
     "fast"      the fastest measured: F(4x4) on maps of 28x28 or more, F(2x2) down
-                to 7x7 (inference, where no backward compounds the rounding)
+                to 7x7 (nn.Conv2d in inference, where no backward compounds the rounding)
     "accurate"  only F(2x2), whose float32 rounding is close to im2col's, and only
                 where it was measured faster than im2col forward and backward: 14x14
-                to 28x28 (not used by Conv2d in training: see nn.Conv2d.forward)
+                to 28x28 (nn.Conv2d in training: see its forward)
 
     benchmarks/winograd.py prints the figures behind these bounds.
     """
     if not _enabled["on"] or backend.get_array_module(x) is not np:
         return 0
+    mode = _enabled["mode"] or mode
     if (g.R, g.S, g.stride, g.dilation, g.G) != (3, 3, (1, 1), (1, 1), 1):
         return 0
     if max(max(p) for p in g.padding) > 2:
