@@ -345,3 +345,20 @@ def test_relu_passes_dout_at_a_nan_input_as_torch():
     relu = nn.ReLU()
     relu(x)
     close(relu.backward(np.ones(4)), x_t.grad)             # [1, 0, 1, 0]
+
+
+def test_relu_backward_finds_a_nan_or_inf_in_any_row_block():
+    """The fast route (dout times the mask, in row blocks on several threads) checks each
+    block's result; a NaN or inf in any block takes the exact route, so the result is
+    the naive twin's."""
+    x = randn(4, 64, 64, 64, seed=2).astype(np.float32).transpose(0, 3, 1, 2)
+    assert x.size >= rn.backend.PARALLEL_MIN_SIZE
+    out, cache = rn.functional.relu_forward(x)
+    blocked = np.argwhere(out[3] == 0)[-1]          # in the last image: the last block
+    passing = np.argwhere(out[3] > 0)[-1]
+    for value, where in ((np.inf, blocked), (-np.inf, blocked), (np.nan, blocked),
+                         (np.nan, passing)):
+        dout = randn(*x.shape, seed=3).astype(np.float32)
+        dout[(3,) + tuple(where)] = value
+        np.testing.assert_array_equal(rn.functional.relu_backward(dout, cache),
+                                      activation.relu_backward_naive(dout, cache))
