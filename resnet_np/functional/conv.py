@@ -241,7 +241,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     (:mod:`.winograd`) where :func:`~.winograd.winograd_tile` picks it for this
     shape; "fast" may use F(4x4, 3x3), with a few times im2col's float32 rounding,
     "accurate" only F(2x2, 3x3). Conv2d asks for "fast" under no_grad (inference)
-    and for none in training.
+    and for "accurate" in training.
     """
     x, unbatched, pads = _prepare("conv2d", x, w, stride, padding, dilation, padding_mode)
     pad = None
