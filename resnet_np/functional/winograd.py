@@ -189,25 +189,24 @@ def _as_arrays(m, xp, dtype):
 
 
 class WinogradCache(NamedTuple):
-    """What the backward needs: the transformed input tiles and the geometry."""
-    V: object            # (n*n, T, C) input tiles after B^T d B
+    """What the backward needs: the input (its tiles are transformed again, rather than
+    kept at n*n / (m*m) times its size) and the geometry."""
+    x: object            # (N, C, H, W) the input
     w: object            # (K, C, 3, 3) the filters
     m: int               # output tile side
-    x_shape: tuple       # (N, C, H, W)
     padding: tuple       # ((top, bottom), (left, right))
     tiles: tuple         # (tiles down, tiles across)
 
 
-def winograd_conv3x3_forward(x, w, padding=((1, 1), (1, 1)), m=4):
-    """out = conv2d(x, w), stride 1, 3x3 filters, by Winograd F(m x m, 3 x 3).
+def transformed_tiles(x, padding, m):
+    """V = B^T d B for every (n, n) input tile d of F(m x m, 3 x 3), n = m + 2.
 
-    x (N, C, H, W), w (K, C, 3, 3), padding ((top, bottom), (left, right)),
-    each at most 2  ->  out (N, K, P, Q) (channels-last in memory), cache
+    x (N, C, H, W), padding ((top, bottom), (left, right))  ->  V (n*n, T, C), (tP, tQ):
+    T = N * tP * tQ tiles, tP = ceil(P / m) down and tQ = ceil(Q / m) across.
     """
     xp = backend.get_array_module(x)
-    AA, GG, BB = _as_arrays(m, xp, x.dtype)
+    BB = _as_arrays(m, xp, x.dtype)[2]
     N, C, H, W = x.shape
-    K = w.shape[0]
     (top, bottom), (left, right) = padding
     P, Q = H + top + bottom - 2, W + left + right - 2
     tP, tQ, n = -(-P // m), -(-Q // m), m + 2
@@ -217,13 +216,30 @@ def winograd_conv3x3_forward(x, w, padding=((1, 1), (1, 1)), m=4):
     sN, sH, sW, sC = xpad.strides
     tiles = backend.as_strided(xpad, (n, n, N, tP, tQ, C), (sH, sW, sN, sH * m, sW * m, sC))
     d = xp.ascontiguousarray(tiles).reshape(n * n, -1)                # (n*n, T*C), tiles overlap
-    V = (BB @ d).reshape(n * n, -1, C)                                # (n*n, T, C): B^T d B
+    return (BB @ d).reshape(n * n, -1, C), (tP, tQ)                   # B^T d B
+
+
+def winograd_conv3x3_forward(x, w, padding=((1, 1), (1, 1)), m=4):
+    """out = conv2d(x, w), stride 1, 3x3 filters, by Winograd F(m x m, 3 x 3).
+
+    x (N, C, H, W), w (K, C, 3, 3), padding ((top, bottom), (left, right)),
+    each at most 2  ->  out (N, K, P, Q) (channels-last in memory), cache
+    """
+    xp = backend.get_array_module(x)
+    AA, GG, _ = _as_arrays(m, xp, x.dtype)
+    N, C, H, W = x.shape
+    K = w.shape[0]
+    (top, bottom), (left, right) = padding
+    P, Q = H + top + bottom - 2, W + left + right - 2
+    n = m + 2
+    V, (tP, tQ) = transformed_tiles(x, padding, m)                    # (n*n, T, C)
     U = (GG @ w.reshape(K * C, 9).T).reshape(n * n, K, C)             # (n*n, K, C): G g G^T
     M = xp.matmul(V, U.transpose(0, 2, 1))                            # (n*n, T, K)
+    del V
     Y = AA @ M.reshape(n * n, -1)                                     # (m*m, T*K): A^T M A
     Y = Y.reshape(m, m, N, tP, tQ, K).transpose(2, 3, 0, 4, 1, 5).reshape(N, tP * m, tQ * m, K)
     out = xp.ascontiguousarray(Y[:, :P, :Q])
-    cache = WinogradCache(V, w, m, x.shape, ((top, bottom), (left, right)), (tP, tQ))
+    cache = WinogradCache(x, w, m, ((top, bottom), (left, right)), (tP, tQ))
     return out.transpose(0, 3, 1, 2), cache
 
 
@@ -233,7 +249,8 @@ def winograd_conv3x3_backward(dout, cache, input_grad=True):
     dout (N, K, P, Q)  ->  dx (N, C, H, W) or None, dw (K, C, 3, 3)
     """
     xp = backend.get_array_module(dout)
-    V, w, m, (N, C, H, W), ((top, bottom), (left, right)), (tP, tQ) = cache
+    x, w, m, ((top, bottom), (left, right)), (tP, tQ) = cache
+    N, C, H, W = x.shape
     AA, GG, _ = _as_arrays(m, xp, dout.dtype)
     K, P, Q, n = w.shape[0], dout.shape[2], dout.shape[3], m + 2
     # dY in whole tiles (zeros past the edge), laid out (u, v, T, K).
@@ -241,7 +258,9 @@ def winograd_conv3x3_backward(dout, cache, input_grad=True):
     dY[:, :P, :Q] = dout.transpose(0, 2, 3, 1)
     dY = xp.ascontiguousarray(dY.reshape(N, tP, m, tQ, m, K).transpose(2, 4, 0, 1, 3, 5))
     Z = (AA.T @ dY.reshape(m * m, -1)).reshape(n * n, -1, K)          # (n*n, T, K): A dY A^T
+    V, _ = transformed_tiles(x, cache.padding, m)                     # (n*n, T, C) again
     dU = xp.matmul(V.transpose(0, 2, 1), Z)                           # (n*n, C, K)
+    del V
     dw = (GG.T @ dU.reshape(n * n, -1)).reshape(3, 3, C, K)           # G^T dU G
     dw = xp.ascontiguousarray(dw.transpose(3, 2, 0, 1))               # (K, C, 3, 3)
     if not input_grad:
