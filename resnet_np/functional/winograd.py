@@ -258,9 +258,10 @@ def winograd_conv3x3_backward(dout, cache, input_grad=True):
     dY[:, :P, :Q] = dout.transpose(0, 2, 3, 1)
     dY = xp.ascontiguousarray(dY.reshape(N, tP, m, tQ, m, K).transpose(2, 4, 0, 1, 3, 5))
     Z = (AA.T @ dY.reshape(m * m, -1)).reshape(n * n, -1, K)          # (n*n, T, K): A dY A^T
+    del dY
     V, _ = transformed_tiles(x, cache.padding, m)                     # (n*n, T, C) again
     dU = xp.matmul(V.transpose(0, 2, 1), Z)                           # (n*n, C, K)
-    del V
+    del V, Z
     dw = (GG.T @ dU.reshape(n * n, -1)).reshape(3, 3, C, K)           # G^T dU G
     dw = xp.ascontiguousarray(dw.transpose(3, 2, 0, 1))               # (K, C, 3, 3)
     if not input_grad:
