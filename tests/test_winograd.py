@@ -146,3 +146,13 @@ def test_conv2d_module_uses_f2_in_training_and_f4_in_inference(monkeypatch):
     with pytest.raises(ValueError, match="use_winograd: enabled must be True, False"):
         with use_winograd("quick"):
             pass
+
+
+def test_the_cache_keeps_the_input_not_its_transformed_tiles():
+    """F(2x2)'s tiles are 4x its input (F(4x4)'s 2.25x): the backward transforms them again."""
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((2, 8, 28, 28)), rng.standard_normal((4, 8, 3, 3))
+    for m in (2, 4):
+        _, cache = winograd_conv3x3_forward(x, w, ((1, 1), (1, 1)), m)
+        kept = [v for v in cache if isinstance(v, np.ndarray)]
+        assert cache.x is x and sum(a.nbytes for a in kept) == x.nbytes + w.nbytes
