@@ -132,10 +132,9 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
         mean = channel_sum(x_mat) / M                      # float64
         # centered = x - mean rounded to x's dtype; offset is what that rounding left
         # out, (x - mean) = centered - offset: carried in float64 into every sum.
-        centered = xp.empty_like(x_mat)
-        _elementwise(lambda r: xp.subtract(x_mat[r], mean.astype(x.dtype), out=centered[r]),
-                     centered)
-        offset = mean - mean.astype(x.dtype)
+        mean_x, centered = mean.astype(x.dtype), xp.empty_like(x_mat)
+        _elementwise(lambda r: xp.subtract(x_mat[r], mean_x, out=centered[r]), centered)
+        offset = mean - mean_x
         var = channel_sum(centered, centered) / M - offset * offset
         if running_mean is not None:
             running_mean *= 1 - momentum
