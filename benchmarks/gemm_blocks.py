@@ -5,7 +5,8 @@
 For each (m, k) @ (k, n) of the im2col convolutions of ResNet-50 at batch 8 and of the
 CIFAR-stem ResNet-18 at batch 128, prints GFLOP/s of ``a @ b`` in one call and in blocks
 of 1024, 2048 and 4096 rows written into one result (what resnet_np.backend.matmul does
-from TALL_ROWS rows on), interleaved, best of --reps. Run it on a quiet machine.
+from TALL_ROWS rows on, for an inner dimension of BLOCK_MIN_INNER or more), interleaved,
+best of --reps. Run it on a quiet machine.
 """
 import argparse
 import time

@@ -103,6 +103,7 @@ def to_numpy(array):
 
 TALL_ROWS = 4096       # products with at least this many rows run in blocks of BLOCK_ROWS
 BLOCK_ROWS = 2048
+BLOCK_MIN_INNER = 64   # ... unless their inner dimension is shorter than this
 
 
 def matmul(a, b):
@@ -115,14 +116,15 @@ def matmul(a, b):
     ``(b.T @ a.T).T`` (each matrix of a batch transposed) runs at full speed,
     and the transposes are free views. A tall product (an im2col convolution on
     a large map, (N*P*Q, R*S*C) @ (R*S*C, K)) ran up to 18% faster here in blocks
-    of 2048 rows written into one result (benchmarks/gemm_blocks.py).
+    of 2048 rows written into one result, but slower with an inner dimension as short
+    as the CIFAR stem's 27 (benchmarks/gemm_blocks.py).
     """
     if get_array_module(a) is not np:       # cuBLAS has neither quirk
         return a @ b
     if a.shape[-2] < b.shape[-1]:
         return (b.swapaxes(-1, -2) @ a.swapaxes(-1, -2)).swapaxes(-1, -2)
     m = a.shape[-2]
-    if m < TALL_ROWS:
+    if m < TALL_ROWS or a.shape[-1] < BLOCK_MIN_INNER:
         return a @ b
     out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (m, b.shape[-1]),
                    dtype=np.result_type(a, b))

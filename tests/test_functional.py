@@ -244,6 +244,7 @@ def test_pad2d_backward_is_the_adjoint_of_pad2d(xp, mode):
 
 
 @pytest.mark.parametrize("m, k, n", [(3, 50, 7), (7, 50, 3),   # both orientations
+                                     (backend.TALL_ROWS + 5, backend.BLOCK_MIN_INNER, 4),
                                      (backend.TALL_ROWS + 5, 9, 4)])   # tall: row blocks
 def test_batched_matmul_equals_the_product_of_each_matrix(xp, m, k, n):
     a, b = xp.asarray(randn(4, m, k, seed=1)), xp.asarray(randn(4, k, n, seed=2))
@@ -252,6 +253,20 @@ def test_batched_matmul_equals_the_product_of_each_matrix(xp, m, k, n):
     for g in range(4):
         np.testing.assert_allclose(host(out[g]), host(a[g]) @ host(b[g]), rtol=1e-12)
     np.testing.assert_allclose(host(backend.matmul(a[0], b[0])), host(out[0]), rtol=1e-12)
+
+
+def test_tall_products_run_in_row_blocks_unless_their_inner_dimension_is_short(monkeypatch):
+    calls = []
+    real = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda a, b, **kw: calls.append(len(a)) or real(a, b, **kw))
+    m = backend.TALL_ROWS + 5
+    for k in (backend.BLOCK_MIN_INNER, backend.BLOCK_MIN_INNER - 1):
+        a, b = randn(m, k, seed=1), randn(k, 8, seed=2)
+        calls.clear()
+        np.testing.assert_allclose(backend.matmul(a, b), a @ b, rtol=1e-12)
+        blocks = -(-m // backend.BLOCK_ROWS)
+        assert calls == ([backend.BLOCK_ROWS] * (blocks - 1) + [m % backend.BLOCK_ROWS]
+                         if k >= backend.BLOCK_MIN_INNER else []), k
 
 
 def test_conv2d_cache_and_geometry_are_named():
