@@ -20,7 +20,8 @@ KERNELS = {
     "maxpool.cu": ("maxpool_forward", "maxpool_backward"),
     "softmax_xent.cu": ("softmax_xent_rows", "softmax_xent_backward", "softmax_xent_block"),
 }
-# kernels whose threads wait on each other (barriers): checked on the device only
+# kernels whose threads wait on each other (__syncthreads, shared memory); the host
+# emulation runs them as a team of threads, and the tests build them with ThreadSanitizer
 WITH_BARRIERS = ("softmax_xent_block",)
 # NumPy dtype name -> C++ type
 C_TYPES = {"float32": "float", "float64": "double"}

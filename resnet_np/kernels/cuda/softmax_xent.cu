@@ -45,21 +45,26 @@ __global__ void softmax_xent_backward(const T* __restrict__ p, const long long* 
     }
 }
 
-#ifndef RESNET_NP_HOST_EMULATION
-// Version 2: one block of SOFTMAX_BLOCK threads per row (rows grid-strided over
-// blocks), each pass a strided loop plus a tree reduction in shared memory.
-// It has barriers, so it is checked on the device against version 1.
+// Version 2: one block per row (rows grid-strided over blocks), each pass a
+// strided loop over the row plus a tree reduction in shared memory. Launched
+// with SOFTMAX_BLOCK threads; correct for any block of up to SOFTMAX_BLOCK threads.
 #define SOFTMAX_BLOCK 256
 
+// The maximum (take_max) or the sum of v over the block's threads, returned to
+// every thread. Each step folds the upper half of the values still live onto
+// the lower half (rounding up, for a block that is not a power of two):
+//   buf[t] = op(buf[t], buf[t + half])   for t + half < width,   width -> half
 __device__ double block_reduce(double v, double* buf, bool take_max) {
     buf[threadIdx.x] = v;
     __syncthreads();
-    for (unsigned half = blockDim.x / 2; half > 0; half >>= 1) {
-        if (threadIdx.x < half) {
+    for (unsigned width = blockDim.x; width > 1;) {
+        const unsigned half = (width + 1) / 2;
+        if (threadIdx.x + half < width) {
             const double other = buf[threadIdx.x + half];
             buf[threadIdx.x] = take_max ? fmax(buf[threadIdx.x], other) : buf[threadIdx.x] + other;
         }
         __syncthreads();
+        width = half;
     }
     const double result = buf[0];
     __syncthreads();                 // buf is reused by the next reduction
@@ -93,4 +98,3 @@ __global__ void softmax_xent_block(const T* __restrict__ logits, const long long
         }
     }
 }
-#endif
