@@ -251,29 +251,51 @@ def _without_barrier(text, which):
     return text[:start] + ";" + text[start + len("__syncthreads();"):]
 
 
-def test_thread_sanitizer_reports_each_barrier_taken_out(sanitized_library, tmp_path):
-    """The block kernel with one of its barriers missing, for each barrier in turn: a race.
+# A kernel of the tests' own: each thread writes its block's number to its slot of
+# shared memory and, after a barrier, reads its neighbour's slot, with no barrier after
+# the read. Right only when no thread starts the next block (and writes its slot again)
+# while a neighbour still reads the slot: the emulation's barrier at a block's end.
+_NEIGHBOUR = """
+template <typename T, typename I>
+__global__ void neighbour(T* out, I unused) {
+    __shared__ double slot[64];
+    slot[threadIdx.x] = blockIdx.x;
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = slot[(threadIdx.x + 1) % blockDim.x];
+}
+HOST_ENTRY(neighbour_double_i32, neighbour<double, int>)
+"""
 
-    One library holds every variant, each in a namespace of its own."""
+
+@pytest.fixture(scope="module")
+def variants_library(sanitized_library, tmp_path_factory):
+    """A ThreadSanitizer build of the block kernel with each of its barriers taken out in
+    turn (each variant in a namespace of its own, 'block_without_<i>'), and of _NEIGHBOUR."""
     text = source_text("softmax_xent.cu")
-    count = text.count("__syncthreads();")
-    assert count == 3
     lines = ['#include "host_emulation.h"']
-    for which in range(count):
+    for which in range(text.count("__syncthreads();")):
         lines += [f"namespace without_{which} {{", _without_barrier(text, which), "}",
                   f"HOST_ENTRY(block_without_{which}_double_i32, "
                   f"without_{which}::softmax_xent_block<double, int>)"]
-    source, library = tmp_path / "variants.cpp", tmp_path / "variants.so"
+    lines.append(_NEIGHBOUR)
+    work = tmp_path_factory.mktemp("variants")
+    source, library = work / "variants.cpp", work / "variants.so"
     source.write_text("\n".join(lines) + "\n")
     result = subprocess.run(host._command(host.host_compiler(), "thread", source, library),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    for which in range(count):
+    return library
+
+
+def test_thread_sanitizer_reports_each_barrier_taken_out(variants_library):
+    """The block kernel with one of its barriers missing, for each barrier in turn: a race."""
+    assert source_text("softmax_xent.cu").count("__syncthreads();") == 3
+    for which in range(3):
         code = textwrap.dedent(f"""
             import numpy as np
             from resnet_np.kernels import host
             {{helpers}}
-            emulation = host.HostLauncher({str(library)!r})
+            emulation = host.HostLauncher({str(variants_library)!r})
             logits, labels = _logits((3, 40), "float64", 8)
             for block in (32, 256):
                 emulation.launch("block_without_{which}", "float64", (2,), (block,),
@@ -283,6 +305,24 @@ def test_thread_sanitizer_reports_each_barrier_taken_out(sanitized_library, tmp_
         result = host.run_sanitized(code)
         assert result.returncode == host.RACE_EXIT_STATUS, _sanitizer_report(result)
         assert "WARNING: ThreadSanitizer: data race" in result.stderr, _sanitizer_report(result)
+
+
+def test_each_block_has_the_shared_memory_to_itself(variants_library):
+    """threadIdx and blockIdx are each thread's own, and a block's shared memory is not
+    overwritten by the next block while it is still read (no race, every value right)."""
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from resnet_np.kernels import host
+        emulation = host.HostLauncher({str(variants_library)!r})
+        for grid, block in ((6, 64), (9, 7)):
+            out = np.full(grid * block, -1.0)
+            emulation.launch("neighbour", "float64", (grid,), (block,), [out, 0], "int")
+            np.testing.assert_array_equal(out, np.repeat(np.arange(grid), block))
+            assert emulation.barriers[-1] == grid
+        print("ok")
+        """)
+    result = host.run_sanitized(code)
+    assert result.returncode == 0 and "ok" in result.stdout, _sanitizer_report(result)
 
 
 # --------------------------------------------------------------------------- #
