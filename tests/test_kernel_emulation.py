@@ -186,8 +186,8 @@ def test_a_launch_configuration_cuda_refuses_is_a_clear_error(launcher, grid, bl
 # --------------------------------------------------------------------------- #
 # Run in a fresh interpreter with the sanitizer's runtime: the block kernel as the
 # wrapper launches it and at blocks of other sizes, then every other kernel once,
-# each against NumPy. The barrier-free kernels' threads run side by side too
-# (their blocks are not kept apart), so a write two threads share is reported.
+# each against NumPy. The threads of the kernels without barriers run side by side
+# too, so a place two of them write is reported.
 _SANITIZED_RUN = """
 import numpy as np
 from resnet_np import functional as F, kernels as K
@@ -263,19 +263,21 @@ __global__ void neighbour(T* out, I unused) {
     __syncthreads();
     out[blockIdx.x * blockDim.x + threadIdx.x] = slot[(threadIdx.x + 1) % blockDim.x];
 }
-HOST_ENTRY(neighbour_double_i32, neighbour<double, int>)
+HOST_ENTRY_WITH_BARRIERS(neighbour_double_i32, neighbour<double, int>)
+HOST_ENTRY(neighbour_unlisted_double_i32, neighbour<double, int>)
 """
 
 
 @pytest.fixture(scope="module")
 def variants_library(sanitized_library, tmp_path_factory):
     """A ThreadSanitizer build of the block kernel with each of its barriers taken out in
-    turn (each variant in a namespace of its own, 'block_without_<i>'), and of _NEIGHBOUR."""
+    turn (each variant in a namespace of its own, 'block_without_<i>'), and of _NEIGHBOUR
+    (as 'neighbour', and as 'neighbour_unlisted', built as a kernel without barriers)."""
     text = source_text("softmax_xent.cu")
     lines = ['#include "host_emulation.h"']
     for which in range(text.count("__syncthreads();")):
         lines += [f"namespace without_{which} {{", _without_barrier(text, which), "}",
-                  f"HOST_ENTRY(block_without_{which}_double_i32, "
+                  f"HOST_ENTRY_WITH_BARRIERS(block_without_{which}_double_i32, "
                   f"without_{which}::softmax_xent_block<double, int>)"]
     lines.append(_NEIGHBOUR)
     work = tmp_path_factory.mktemp("variants")
@@ -309,7 +311,8 @@ def test_thread_sanitizer_reports_each_barrier_taken_out(variants_library):
 
 def test_each_block_has_the_shared_memory_to_itself(variants_library):
     """threadIdx and blockIdx are each thread's own, and a block's shared memory is not
-    overwritten by the next block while it is still read (no race, every value right)."""
+    overwritten by the next block while it is still read (no race, every value right).
+    A kernel that waits at a barrier but is not listed as one is a clear error."""
     code = textwrap.dedent(f"""
         import numpy as np
         from resnet_np.kernels import host
@@ -319,7 +322,11 @@ def test_each_block_has_the_shared_memory_to_itself(variants_library):
             emulation.launch("neighbour", "float64", (grid,), (block,), [out, 0], "int")
             np.testing.assert_array_equal(out, np.repeat(np.arange(grid), block))
             assert emulation.barriers[-1] == grid
-        print("ok")
+        try:
+            emulation.launch("neighbour_unlisted", "float64", (2,), (4,), [out, 0], "int")
+        except RuntimeError as error:
+            assert "waits at a barrier (__syncthreads): list it in WITH_BARRIERS" in str(error)
+            print("ok")
         """)
     result = host.run_sanitized(code)
     assert result.returncode == 0 and "ok" in result.stdout, _sanitizer_report(result)

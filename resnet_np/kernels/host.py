@@ -1,11 +1,12 @@
 """Every kernel compiled for the CPU with g++, for tests without a GPU.
 
-``cuda/host_emulation.h`` turns the CUDA built-ins into C++: a launch runs one
-``std::thread`` per CUDA thread of a block, the blocks one after another;
-``threadIdx`` and ``blockIdx`` are thread-local, ``__syncthreads`` is a
-``std::barrier`` and ``__shared__`` memory belongs to the block in flight. A
-generated driver gives each kernel instance a C entry point, loaded with ctypes.
-:class:`HostLauncher` has the interface of :class:`._launch.CudaLauncher` but
+``cuda/host_emulation.h`` turns the CUDA built-ins into C++: a launch of a kernel
+with barriers (``WITH_BARRIERS``) runs one ``std::thread`` per CUDA thread of a
+block, the blocks one after another; ``threadIdx`` and ``blockIdx`` are
+thread-local, ``__syncthreads`` is a ``std::barrier`` and ``__shared__`` memory
+belongs to the block in flight. The threads of a kernel without barriers never
+wait on each other; a few ``std::thread`` share them out. A generated driver
+gives each kernel instance a C entry point, loaded with ctypes. :class:`HostLauncher` has the interface of :class:`._launch.CudaLauncher` but
 takes NumPy arrays, so the wrappers (shapes, strides, grids, the arithmetic
 around each launch) run here exactly as they do on the GPU, only slower. Small
 grids and blocks make every grid-stride loop go round more than once.
@@ -30,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sources import C_TYPES, CUDA_DIR, INDEX_TYPES, KERNELS, c_type
+from ._sources import C_TYPES, CUDA_DIR, INDEX_TYPES, KERNELS, WITH_BARRIERS, c_type
 
 MAX_BLOCK_THREADS = 1024        # CUDA's limit on the threads of one block
 SANITIZERS = {None: [], "thread": ["-fsanitize=thread", "-g"]}
 # halt at the first race, with an exit status of its own
 TSAN_OPTIONS = "halt_on_error=1 exitcode=66 report_signal_unsafe=0"
 RACE_EXIT_STATUS = 66
+_COULD_NOT_START, _BARRIER_IN_A_FREE_LAUNCH = -1, -2      # cuda/host_emulation.h's codes
 
 
 def host_compiler():
@@ -54,9 +56,10 @@ def driver_source():
     lines += [f'#include "{filename}"' for filename in KERNELS]
     for names in KERNELS.values():
         for kernel in names:
+            entry = "HOST_ENTRY_WITH_BARRIERS" if kernel in WITH_BARRIERS else "HOST_ENTRY"
             for c_name in C_TYPES.values():
                 for index in INDEX_TYPES:
-                    lines.append(f"HOST_ENTRY({_symbol(kernel, c_name, index)}, "
+                    lines.append(f"{entry}({_symbol(kernel, c_name, index)}, "
                                  f"{kernel}<{c_name}, {index}>)")
     return "\n".join(lines) + "\n"
 
@@ -103,7 +106,7 @@ def build(directory=None, sanitize=None):
 
 
 class HostLauncher:
-    """Runs every kernel on NumPy arrays, one std::thread per CUDA thread of a block."""
+    """Runs every kernel on NumPy arrays; ``barriers`` counts the barriers of each launch."""
 
     block_1d = 8
     block_2d = (4, 2)
@@ -129,9 +132,12 @@ class HostLauncher:
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
         self.launches.append((kernel, np.dtype(dtype).name, grid, block, index))
         met = function(dims, pointers)
-        if met < 0:
-            raise RuntimeError(f"{kernel}: could not start the {block[0] * block[1]} threads "
-                               "of a block")
+        if met == _COULD_NOT_START:
+            raise RuntimeError(f"{kernel}: could not start the threads of a block of "
+                               f"{block[0] * block[1]}")
+        if met == _BARRIER_IN_A_FREE_LAUNCH:
+            raise RuntimeError(f"{kernel} waits at a barrier (__syncthreads): list it in "
+                               "WITH_BARRIERS of resnet_np/kernels/_sources.py")
         self.barriers.append(met)
 
 
