@@ -256,20 +256,20 @@ def _without_barrier(text, which):
 # the read. Right only when no thread starts the next block (and writes its slot again)
 # while a neighbour still reads the slot: the emulation's barrier at a block's end.
 _NEIGHBOUR = """
-template <typename T, typename I>
-__global__ void neighbour(T* out, I unused) {
+template <typename T>
+__global__ void neighbour(T* out) {
     __shared__ double slot[64];
     slot[threadIdx.x] = blockIdx.x;
     __syncthreads();
     out[blockIdx.x * blockDim.x + threadIdx.x] = slot[(threadIdx.x + 1) % blockDim.x];
 }
-HOST_ENTRY_WITH_BARRIERS(neighbour_double_i32, neighbour<double, int>)
-HOST_ENTRY(neighbour_unlisted_double_i32, neighbour<double, int>)
+HOST_ENTRY_WITH_BARRIERS(neighbour_double_i32, neighbour<double>)
+HOST_ENTRY(neighbour_unlisted_double_i32, neighbour<double>)
 """
 
 
 @pytest.fixture(scope="module")
-def variants_library(sanitized_library, tmp_path_factory):
+def variants_library(sanitized_library):
     """A ThreadSanitizer build of the block kernel with each of its barriers taken out in
     turn (each variant in a namespace of its own, 'block_without_<i>'), and of _NEIGHBOUR
     (as 'neighbour', and as 'neighbour_unlisted', built as a kernel without barriers)."""
@@ -280,29 +280,23 @@ def variants_library(sanitized_library, tmp_path_factory):
                   f"HOST_ENTRY_WITH_BARRIERS(block_without_{which}_double_i32, "
                   f"without_{which}::softmax_xent_block<double, int>)"]
     lines.append(_NEIGHBOUR)
-    work = tmp_path_factory.mktemp("variants")
-    source, library = work / "variants.cpp", work / "variants.so"
-    source.write_text("\n".join(lines) + "\n")
-    result = subprocess.run(host._command(host.host_compiler(), "thread", source, library),
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return library
+    return host.build(sanitize="thread", driver="\n".join(lines) + "\n", name="variants")
 
 
 def test_thread_sanitizer_reports_each_barrier_taken_out(variants_library):
     """The block kernel with one of its barriers missing, for each barrier in turn: a race."""
-    assert source_text("softmax_xent.cu").count("__syncthreads();") == 3
-    for which in range(3):
+    count = source_text("softmax_xent.cu").count("__syncthreads();")
+    assert count >= 1
+    for which in range(count):
         code = textwrap.dedent(f"""
             import numpy as np
             from resnet_np.kernels import host
             {{helpers}}
             emulation = host.HostLauncher({str(variants_library)!r})
             logits, labels = _logits((3, 40), "float64", 8)
-            for block in (32, 256):
-                emulation.launch("block_without_{which}", "float64", (2,), (block,),
-                                 [logits, labels, np.empty_like(logits), np.empty(3),
-                                  np.empty(3), 3, 40], "int")
+            emulation.launch("block_without_{which}", "float64", (2,), (32,),
+                             [logits, labels, np.empty_like(logits), np.empty(3),
+                              np.empty(3), 3, 40], "int")
             """).replace("{helpers}", _helpers())
         result = host.run_sanitized(code)
         assert result.returncode == host.RACE_EXIT_STATUS, _sanitizer_report(result)
@@ -319,11 +313,11 @@ def test_each_block_has_the_shared_memory_to_itself(variants_library):
         emulation = host.HostLauncher({str(variants_library)!r})
         for grid, block in ((6, 64), (9, 7)):
             out = np.full(grid * block, -1.0)
-            emulation.launch("neighbour", "float64", (grid,), (block,), [out, 0], "int")
+            emulation.launch("neighbour", "float64", (grid,), (block,), [out], "int")
             np.testing.assert_array_equal(out, np.repeat(np.arange(grid), block))
             assert emulation.barriers[-1] == grid
         try:
-            emulation.launch("neighbour_unlisted", "float64", (2,), (4,), [out, 0], "int")
+            emulation.launch("neighbour_unlisted", "float64", (2,), (4,), [out], "int")
         except RuntimeError as error:
             assert "waits at a barrier (__syncthreads): list it in WITH_BARRIERS" in str(error)
             print("ok")

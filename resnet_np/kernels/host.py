@@ -70,25 +70,27 @@ def _command(compiler, sanitize, source, output):
             str(source), "-o", str(output)]
 
 
-def build(directory=None, sanitize=None):
+def build(directory=None, sanitize=None, driver=None, name="kernels"):
     """Compile the driver into a shared library -> its path.
 
     Cached by the hash of the sources and the compiler's command, so each
     change of a kernel builds once. ``sanitize="thread"``: a ThreadSanitizer build.
+    ``driver``: another C++ file to build than :func:`driver_source` (it includes
+    host_emulation.h and defines HOST_ENTRY points), into ``<name>_<hash>.so``.
     """
     if sanitize not in SANITIZERS:
         raise ValueError(f"sanitize must be one of {list(SANITIZERS)}, got {sanitize!r}")
     compiler = host_compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler: install g++ or set CXX to build the host kernels")
-    driver = driver_source()
+    driver = driver_source() if driver is None else driver
     digest = hashlib.sha256(driver.encode())
     digest.update(" ".join(_command(compiler, sanitize, "", "")).encode())
     for path in sorted(CUDA_DIR.iterdir()):
         digest.update(path.name.encode() + path.read_bytes())
     directory = Path(directory or tempfile.gettempdir()) / "resnet_np_host_kernels"
     directory.mkdir(parents=True, exist_ok=True)
-    name = "kernels" if sanitize is None else f"kernels_{sanitize}"
+    name = name if sanitize is None else f"{name}_{sanitize}"
     library = directory / f"{name}_{digest.hexdigest()[:16]}.so"
     if library.exists():
         return library
