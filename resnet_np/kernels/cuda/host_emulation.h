@@ -21,9 +21,10 @@
 // A kernel without barriers (HOST_ENTRY) has threads that never wait on each
 // other, so any order of them is right: FREE_THREADS std::threads share them out,
 // CUDA thread g (counted block after block) to std::thread g % FREE_THREADS. Each
-// std::thread walks memory in order, as a block of a GPU does, and neighbouring
-// CUDA threads run side by side, so that ThreadSanitizer sees two of them
-// writing one place. Such a kernel that calls __syncthreads is an error.
+// std::thread walks memory in order, and neighbouring CUDA threads run side by
+// side, so that ThreadSanitizer sees two of them writing one place. A kernel
+// launched this way that calls __syncthreads ends its launch with an error
+// (BARRIER_IN_A_FREE_LAUNCH): it belongs in WITH_BARRIERS.
 //
 // Not emulated: warp-level functions (__shfl_*, __syncwarp, __ballot_sync), atomics
 // and dynamic shared memory. No kernel of the package uses them, and they are not
