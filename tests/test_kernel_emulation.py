@@ -181,6 +181,15 @@ def test_a_launch_configuration_cuda_refuses_is_a_clear_error(launcher, grid, bl
                         "int")
 
 
+def test_unknown_sanitizer_and_missing_compiler_are_clear_errors(monkeypatch):
+    with pytest.raises(ValueError, match=r"sanitize must be one of \[None, 'thread'\]"):
+        host.build(sanitize="address")
+    monkeypatch.setattr(host, "host_compiler", lambda: None)
+    with pytest.raises(RuntimeError, match="no C.. compiler: install g.. or set CXX"):
+        host.build()
+    assert host.thread_sanitizer_problem.__wrapped__() == "no C++ compiler (g++ or $CXX)"
+
+
 # --------------------------------------------------------------------------- #
 # Races: ThreadSanitizer
 # --------------------------------------------------------------------------- #
