@@ -482,6 +482,8 @@ def test_max_pool_kernels_on_gpu(cp, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("version", ["block", "rows"])
 def test_softmax_cross_entropy_kernels_on_gpu(cp, version, dtype):
+    if backend.uses_standin() and not cp.emulates(f"softmax_xent_{version}"):
+        pytest.skip(f"softmax_xent_{version} has barriers, which the host emulation lacks")
     rng = _rng(10)
     logits = cp.asarray((rng.standard_normal((37, 1000)) * 5).astype(dtype))
     labels = cp.asarray(rng.integers(0, 1000, 37))
