@@ -477,3 +477,60 @@ def test_load_state_dict_on_gpu_from_numpy_cupy_and_torch(cp, tm, torch_cuda):
     for key, value in cpu_model.state_dict().items():
         assert isinstance(value, np.ndarray), key
         np.testing.assert_array_equal(value, numpy_state[key], err_msg=key)
+
+
+# --------------------------------------------------------------------------- #
+# (g) What the GPU is asked to do: the CuPy stand-in's record
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def standin(cp):
+    if not backend.uses_standin():
+        pytest.skip("reads the CuPy stand-in's record (RESNET_NP_CUPY_STANDIN=1)")
+    cp.record.clear()
+    return cp
+
+
+def _conv_products(cp):
+    return [p for p in cp.record.products if "functional/conv.py" in p.where]
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_convolution_products_are_2d_gemms(standin, groups):
+    """CuPy honours TF32, and keeps float16 on tensor cores, only in 2-D products: the
+    forward and both backward products of a convolution are 2-D, one per group."""
+    cp = standin
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.standard_normal((2, 4, 7, 7)).astype(np.float32))
+    w = cp.asarray(rng.standard_normal((6, 4 // groups, 3, 3)).astype(np.float32))
+    out, cache = F.conv2d_forward(x, w, None, 2, 1, groups=groups)
+    F.conv2d_backward(cp.ones(out.shape, np.float32), cache)
+    products = _conv_products(cp)
+    assert len(products) == 3 * groups, products
+    assert all(p.route == "gemm" and all(len(s) == 2 for s in p.shapes) for p in products)
+    from resnet_np import kernels as K
+    try:
+        K.set_tf32(True)
+        cp.record.clear()
+        F.conv2d_forward(x, w, None, 2, 1, groups=groups)
+    finally:
+        K.set_tf32(False)
+    assert [p.compute for p in _conv_products(cp)] == ["tf32"] * groups
+
+
+def test_amp_convolutions_multiply_float16_on_2d_gemms(standin):
+    """--amp: every convolution product of a ResNet step takes float16 operands on a 2-D
+    GEMM; none widens an im2col matrix to float32."""
+    from resnet_np.amp import GradScaler, MixedPrecision
+    cp = standin
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=4, cifar_stem=True).to("gpu").train()
+    amp = MixedPrecision(model, "float16")
+    optimizer = SGD(amp.master_parameters(), lr=0.1)
+    x = cp.asarray(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    loss, stepped = amp.train_step(x, cp.asarray(np.array([1, 3])), rn.nn.CrossEntropyLoss(),
+                                   optimizer, GradScaler(init_scale=8.0))
+    products = _conv_products(cp)
+    assert len(products) == 3 * 20 - 1, len(products)   # 20 convolutions, the first: no dx
+    assert {p.dtypes for p in products} == {("float16", "float16")}
+    assert {(p.route, p.compute) for p in products} == {("gemm", "float16 (float32 accumulation)")}
+    assert stepped and np.isfinite(loss)
