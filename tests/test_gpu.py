@@ -534,3 +534,69 @@ def test_amp_convolutions_multiply_float16_on_2d_gemms(standin):
     assert {p.dtypes for p in products} == {("float16", "float16")}
     assert {(p.route, p.compute) for p in products} == {("gemm", "float16 (float32 accumulation)")}
     assert stepped and np.isfinite(loss)
+
+
+def _resnet_step(cp, labels, amp=False):
+    """One ResNet-18 train step (forward, loss, backward, optimizer) on the GPU -> the host
+    syncs it made (a list of stand-in Sync records)."""
+    from resnet_np.amp import GradScaler, MixedPrecision
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=4).to("gpu").train()
+    criterion = rn.nn.CrossEntropyLoss()
+    x = cp.asarray(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    if amp:
+        mp = MixedPrecision(model, "float16")
+        optimizer = SGD(mp.master_parameters(), lr=0.1, momentum=0.9)
+        scaler = GradScaler()
+        cp.record.clear()
+        mp.train_step(x, labels, criterion, optimizer, scaler)
+    else:
+        optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        cp.record.clear()
+        optimizer.zero_grad()
+        loss = criterion(model(x), labels)
+        model.backward(criterion.backward(), input_grad=False)
+        optimizer.step()
+        assert isinstance(loss, cp.ndarray)
+    return list(cp.record.syncs)
+
+
+def test_a_resnet_train_step_makes_at_most_one_host_sync(standin):
+    """Forward, loss, backward and SGD step of ResNet-18 on the GPU: no host sync with the
+    labels given from the host (checked there), one (the labels' check) with labels on the
+    device; with --amp's float16 two: the scaler's overflow check and the loss as a float."""
+    cp = standin
+    assert _resnet_step(cp, np.array([1, 3])) == []
+    syncs = _resnet_step(cp, cp.asarray(np.array([1, 3])))
+    assert [s.where.split(":")[0] for s in syncs] == ["resnet_np/functional/loss.py"], syncs
+    syncs = _resnet_step(cp, np.array([1, 3]), amp=True)
+    assert [(s.kind, s.where.split(":")[0]) for s in syncs] == [
+        ("bool", "resnet_np/amp.py"), ("float", "resnet_np/amp.py")], syncs
+
+
+def test_train_command_on_the_gpu_ends_at_the_cpu_weights(cp, tmp_path):
+    """`resnet-np train --device gpu --dtype float64` (on the stand-in in CI) against the
+    same run on the CPU: a few steps on the built-in digits end at the same weights."""
+    import os
+    import subprocess
+    import sys
+    from resnet_np.training import load_checkpoint
+    pytest.importorskip("sklearn", reason="the digits come with scikit-learn")
+    weights = {}
+    for device in ("cpu", "gpu"):
+        out = tmp_path / device
+        command = [sys.executable, "-m", "resnet_np", "train", "--dataset", "digits",
+                   "--limit", "32", "--test-limit", "16", "--batch-size", "16",
+                   "--image-size", "8", "--epochs", "1", "--dtype", "float64",
+                   "--no-augment", "--no-progress", "--device", device, "--out", str(out)]
+        result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+        assert result.returncode == 0, result.stderr
+        saved = load_checkpoint(out / "last.npz")
+        assert saved.config["device"] == device and saved.config["dtype"] == "float64"
+        weights[device] = saved.model_state
+    assert weights["gpu"].keys() == weights["cpu"].keys()
+    moved = 0
+    for key, value in weights["cpu"].items():
+        np.testing.assert_allclose(weights["gpu"][key], value, rtol=0, atol=1e-10, err_msg=key)
+        moved += key.endswith("running_mean") and bool(np.abs(value).max() > 0)
+    assert moved > 0                         # the runs trained: running statistics moved
