@@ -545,6 +545,8 @@ def test_dispatch_sends_cupy_arrays_to_the_kernels(cp, clean_switch):
 
 @pytest.mark.gpu
 def test_tf32_switch_changes_cupy_matmul(cp):
+    from conftest import needs_real_cuda
+    needs_real_cuda("cuBLAS's TF32 numerics")
     a = cp.asarray(_rng(12).standard_normal((512, 512)).astype("float32"))
     exact = a.astype("float64") @ a.astype("float64")
     try:
