@@ -563,8 +563,15 @@ def _product(op, operands, compute_fn):
     return result
 
 
+def _matmul(a, b):
+    """np.matmul, in the orientation OpenBLAS runs fast (see backend.matmul)."""
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[-2] < b.shape[-1]:
+        return np.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return np.matmul(a, b)
+
+
 def matmul(a, b, out=None):
-    result = _product("matmul", (a, b), np.matmul)
+    result = _product("matmul", (a, b), _matmul)
     if out is not None:
         _operand(out, "output")[...] = result
         return out
