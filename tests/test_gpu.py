@@ -576,6 +576,21 @@ def test_a_resnet_train_step_makes_at_most_one_host_sync(standin):
         ("bool", "resnet_np/amp.py"), ("float", "resnet_np/amp.py")], syncs
 
 
+def test_class_weights_on_the_device_stay_there(standin):
+    """CrossEntropyLoss(weight=...) with the weights on the device: no round trip through
+    the host, so no sync, each step."""
+    cp = standin
+    logits = cp.asarray(np.random.default_rng(0).standard_normal((4, 3)))
+    criterion = rn.nn.CrossEntropyLoss(weight=cp.asarray(np.array([1.0, 2.0, 0.5])))
+    cp.record.clear()
+    loss = criterion(logits, np.array([0, 2, 1, 1]))
+    criterion.backward()
+    assert cp.record.syncs == []
+    expected, _ = F.softmax_cross_entropy_forward(logits.get(), np.array([0, 2, 1, 1]),
+                                                  weight=np.array([1.0, 2.0, 0.5]))
+    np.testing.assert_allclose(loss.get(), expected, rtol=1e-12)
+
+
 def test_train_command_on_the_gpu_ends_at_the_cpu_weights(cp, tmp_path):
     """`resnet-np train --device gpu --dtype float64` (on the stand-in in CI) against the
     same run on the CPU: a few steps on the built-in digits end at the same weights."""

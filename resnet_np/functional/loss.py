@@ -52,7 +52,10 @@ def _check_options(layer, M, weight, reduction, label_smoothing, dtype, xp, devi
         raise ValueError(f"{layer}: label_smoothing must be in [0, 1], got {label_smoothing}")
     if weight is None:
         return None
-    weight = backend.to_device(backend.to_numpy(weight), device)
+    on_device = (isinstance(weight, backend.get_array_module(weight).ndarray)
+                 and backend.device_of(weight) == device)
+    if not on_device:           # (weights already on the device: no trip through the host)
+        weight = backend.to_device(backend.to_numpy(weight), device)
     if tuple(weight.shape) != (M,) or weight.dtype.kind not in "fiu":
         raise ValueError(f"{layer}: weight must hold one number per class, shape ({M},), got "
                          f"shape {tuple(weight.shape)} and dtype {weight.dtype}")
