@@ -153,7 +153,7 @@ def test_max_pool_batch_in_chunks_equals_naive(monkeypatch, values, return_indic
     x = (special_values(values, shape) if values != "normal" else randn(*shape, seed=9))
     x = np.ascontiguousarray(x.astype(np.float32).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     monkeypatch.setattr(pooling, "CHUNK_BYTES", 2 * x[:1].nbytes)
-    assert pooling._batch_chunks(x) == [(0, 2), (2, 3)]
+    assert pooling.image_groups(x) == [(0, 2), (2, 3)]
     out, cache = F.max_pool2d_forward(x, 3, 2, 1)
     if return_indices:
         cache = cache._replace(argmax=F.max_pool2d_winners(cache))

@@ -40,10 +40,10 @@ def relu_backward(dout, cache):
     # then, and only then, the exact route.
     dx = np.empty_like(dout)
 
-    def pass_(r):
+    def masked_rows(rows):       # dx = dout * (out > 0) on these rows; all finite?
         with np.errstate(invalid="ignore"):
-            np.multiply(dout[r], ~(out[r] <= 0), out=dx[r])
-        return bool(np.isfinite(dx[r]).all())
-    if not all(backend.in_row_blocks(pass_, len(dout), dout.size)):
+            np.multiply(dout[rows], ~(out[rows] <= 0), out=dx[rows])
+        return bool(np.isfinite(dx[rows]).all())
+    if not all(backend.in_row_blocks(masked_rows, len(dout), dout.size)):
         dx = relu_backward_naive(dout, cache)
     return dx
