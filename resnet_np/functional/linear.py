@@ -41,7 +41,7 @@ def linear_forward(x, w, b=None):
 
 def linear_backward(dout, cache):
     """dout (*, F) -> dx (*, D), dw (F, D), db (F,) or None"""
-    x, w, has_bias, lead = cache
+    x, w, has_bias, lead = cache.x, cache.w, cache.has_bias, cache.lead
     check_dout("linear", dout, lead + (w.shape[0],))
     dout = dout.reshape(-1, w.shape[0])
     dx = backend.matmul(dout, w).reshape(lead + (w.shape[1],))

@@ -134,7 +134,8 @@ def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0, *, weight
 
 def softmax_cross_entropy_backward(dloss, cache):
     """dloss (a scalar, 1.0 for the loss itself; the loss's shape for 'none') -> dlogits"""
-    p, target, denominator, reduction, loss_shape, logits_shape = cache
+    p, target, denominator = cache.p, cache.target, cache.denominator
+    reduction, loss_shape, logits_shape = cache.reduction, cache.loss_shape, cache.logits_shape
     xp = backend.get_array_module(p)
     if reduction == "none":
         dloss = xp.asarray(dloss)
