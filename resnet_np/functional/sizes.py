@@ -32,18 +32,20 @@ def extent(kernel, dilation=1):
     return dilation * (kernel - 1) + 1
 
 
-def output_length(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=False):
+def output_length(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=False,
+                  drop_late_window=True):
     """Window positions along one axis: ``floor((size + before + after - extent) / stride) + 1``.
 
     ``padding`` is one amount for both sides or a pair (before, after). With
     ``ceil_mode`` (torch's pooling) the division rounds up, and a last window
-    starting past the input and its padding before is dropped. The result is
+    starting past the input and its padding before is dropped (torch's rule;
+    ONNX's shape rule keeps it: ``drop_late_window=False``). The result is
     below 1 when the padded input is shorter than the window: callers check it.
     """
     before, after = (padding, padding) if isinstance(padding, int) else padding
     room = size + before + after - extent(kernel, dilation)
     out = (-(-room // stride) if ceil_mode else room // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + before:
+    if ceil_mode and drop_late_window and (out - 1) * stride >= size + before:
         out -= 1            # the last window must start inside the input or its padding before
     return out
 

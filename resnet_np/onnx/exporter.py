@@ -4,7 +4,6 @@ See :mod:`resnet_np.onnx` for the operators, the graph's input and output and
 its metadata; :mod:`.runtime` runs an exported file.
 """
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -13,7 +12,7 @@ import numpy as np
 
 from .. import __version__, backend
 from ..functional.batchnorm import fold_into_conv
-from ..functional.sizes import output_length, same_padding
+from ..functional.sizes import extent, output_length, same_padding
 from ..models.resnet import BasicBlock, Bottleneck, ResNet
 from ..preprocessing import image_policy
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module,
@@ -310,11 +309,12 @@ def _ceil_as_padding(label, size, out, kernel, stride, pad, dilation, ceil_mode)
     """
     if not ceil_mode or size is None:
         return pad, ceil_mode
-    needed = (out - 1) * stride + dilation * (kernel - 1) + 1 - size - pad
+    needed = (out - 1) * stride + extent(kernel, dilation) - size - pad
     end = max(pad, needed)
     if end < kernel:
         return end, False
-    plain = math.ceil((size + 2 * pad - dilation * (kernel - 1) - 1) / stride) + 1
+    plain = output_length(size, kernel, stride, pad, dilation, ceil_mode=True,
+                          drop_late_window=False)
     if plain != out:
         raise ExportError(f"{label}: ceil_mode=True on a length {size} gives {out} windows in "
                           f"torch but {plain} under ONNX's rule; export for another input size")
