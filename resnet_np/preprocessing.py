@@ -32,8 +32,9 @@ def image_policy(config, input_size=None):
         h, w = _height_width(config["image_size"] if input_size is None else input_size)
         return {"image_size": [h, w], "mean": list(config["mean"]), "std": list(config["std"])}
     h, w = _height_width(IMAGENET_CROP if input_size is None else input_size)
-    return {"image_size": [h, w], "resize_shorter": round(max(h, w) * IMAGENET_RESIZE / IMAGENET_CROP),
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    resize = round(max(h, w) * IMAGENET_RESIZE / IMAGENET_CROP)
+    return {"image_size": [h, w], "resize_shorter": resize, "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD)}
 
 
 def _height_width(size):

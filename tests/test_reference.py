@@ -52,7 +52,8 @@ def test_twins_are_the_definitions_on_hand_computed_examples():
     out, cache = ref.max_pool2d_forward(x, 2)
     np.testing.assert_array_equal(out[0, 0], [[5, 7], [13, 15]])
     dx = ref.max_pool2d_backward(np.ones((1, 1, 2, 2)), cache)
-    np.testing.assert_array_equal(dx[0, 0], [[0, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 1]])
+    np.testing.assert_array_equal(dx[0, 0], [[0, 0, 0, 0], [0, 1, 0, 1],
+                                             [0, 0, 0, 0], [0, 1, 0, 1]])
     out, _ = ref.adaptive_avg_pool2d_forward(x, 1)
     assert out[0, 0, 0, 0] == 7.5
     loss, _ = ref.softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([1, 3]))

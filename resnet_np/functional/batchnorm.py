@@ -107,7 +107,7 @@ def fold_into_conv(weight, bias, gamma, beta, running_mean, running_var, eps):
     """The (weight, bias), float64, of one convolution equal to an eval-mode batch norm
     applied after the convolution (weight (K, C/G, R, S), bias (K,) or None):
 
-        s = gamma / sqrt(running_var + eps)      w' = w * s[k]      b' = (b - running_mean) * s + beta
+        s = gamma / sqrt(running_var + eps)    w' = w * s[k]    b' = (b - running_mean) * s + beta
     """
     _, scale, shift = scale_and_shift(gamma, beta, running_mean, running_var, eps)
     folded_weight = weight * scale.reshape(-1, 1, 1, 1)
@@ -173,6 +173,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training,
     if training:
         mean, centered, offset, var = _batch_statistics(layer, x, x_mat, reduce, running_mean,
                                                         running_var, momentum)
+        # the source is x - round(mean): the shift takes off the offset that rounding left
         inv_std, scale, shift = scale_and_shift(gamma, beta, offset, var, eps)
     else:
         mean, centered, offset = running_mean, None, 0.0

@@ -1,4 +1,5 @@
-"""Fully connected layer and flatten.
+"""Fully connected layer and flatten (twins: :func:`.reference.linear_forward`,
+:func:`.reference.flatten_forward` and their backwards).
 
     linear:   x (N, D), w (F, D), b (F,)  ->  out (N, F) = x @ w.T + b
               dx = dout @ w,  dw = dout.T @ x,  db = sum_n dout

@@ -1,4 +1,5 @@
-"""Softmax cross-entropy, as torch.nn.functional.cross_entropy defines it.
+"""Softmax cross-entropy, as torch.nn.functional.cross_entropy defines it (twin, for class
+indices and label smoothing: :func:`.reference.softmax_cross_entropy_forward`).
 
     logits (N, M), (M,) or (N, M, d1, ...): M classes along axis 1 (axis 0 unbatched)
     target: class indices (N,), () or (N, d1, ...), or probabilities of the logits' shape
