@@ -13,7 +13,8 @@ Shape notation, used in every docstring of this package:
     stride, pad, dilation             per spatial axis, (sh, sw) etc.
     D       features of a linear layer's input, F its outputs; M classes
 
-Output size of a convolution or pooling window along one axis:
+Output size of a convolution or pooling window along one axis
+(:func:`.sizes.output_length`, the one place it is computed):
 
     P = floor((H + 2*pad - dilation*(R - 1) - 1) / stride) + 1
 
