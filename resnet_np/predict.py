@@ -25,6 +25,7 @@ from .convert import load_pretrained
 from .data import imagenet_classes, imagenet_preprocess, load_image, normalize
 from .data.transforms import pil_image_module, to_rgb
 from .nn import no_grad
+from .preprocessing import image_policy
 
 
 def predict(images, weights, model="resnet50", topk=5, device="cpu", verbose=True,
@@ -115,20 +116,18 @@ def _report(paths, probs, config, topk, verbose):
 def preprocessor(config):
     """``PIL image -> float32 (3, H, W)`` as the weights of ``config`` expect.
 
-    ``config`` is a checkpoint's configuration or an ONNX file's metadata:
-    ``resize_shorter`` (ONNX metadata) means resize the shorter side, then
-    centre-crop ``image_size``; a ``mean`` and an ``image_size`` alone mean
-    resize to ``image_size`` (an int or (H, W)); neither means torchvision's
-    ImageNet transform.
+    ``config`` is a checkpoint's configuration or an ONNX file's metadata; the
+    policy is :func:`resnet_np.preprocessing.image_policy`'s (the one the ONNX
+    export records): resize the shorter side and centre-crop ``image_size``
+    where it says ``resize_shorter``, else resize to ``image_size``.
     """
-    if "resize_shorter" in config:
-        return functools.partial(resize_and_crop, resize=config["resize_shorter"],
-                                 size=config["image_size"], mean=config["mean"],
-                                 std=config["std"])
-    if "mean" in config and "image_size" in config:  # trained with resnet-np
-        return functools.partial(_resize_and_normalize, size=config["image_size"],
-                                 mean=config["mean"], std=config["std"])
-    return imagenet_preprocess
+    policy = image_policy(config)
+    if "resize_shorter" in policy:
+        return functools.partial(resize_and_crop, resize=policy["resize_shorter"],
+                                 size=policy["image_size"], mean=policy["mean"],
+                                 std=policy["std"])
+    return functools.partial(_resize_and_normalize, size=policy["image_size"],
+                             mean=policy["mean"], std=policy["std"])
 
 
 def _resize_and_normalize(image, size, mean, std):

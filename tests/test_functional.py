@@ -153,7 +153,7 @@ def test_max_pool_batch_in_chunks_equals_naive(monkeypatch, values, return_indic
     x = (special_values(values, shape) if values != "normal" else randn(*shape, seed=9))
     x = np.ascontiguousarray(x.astype(np.float32).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     monkeypatch.setattr(pooling, "CHUNK_BYTES", 2 * x[:1].nbytes)
-    assert pooling._batch_chunks(x) == [(0, 2), (2, 3)]
+    assert pooling.image_groups(x) == [(0, 2), (2, 3)]
     out, cache = F.max_pool2d_forward(x, 3, 2, 1)
     if return_indices:
         cache = cache._replace(argmax=F.max_pool2d_winners(cache))
@@ -496,3 +496,47 @@ def test_row_blocks_cover_every_row_once_in_aligned_blocks():
             backend.in_row_blocks(lambda r: 1 / (r.start - 50), 100, backend.PARALLEL_MIN_SIZE)
         finally:
             backend.set_elementwise_threads(None)
+
+
+def test_batch_norm_over_two_ranks_by_its_reduce_hook_equals_one_process():
+    """The reduce hook (what SyncBatchNorm2d gives it: comm.allreduce) adds each sum over
+    the ranks: two ranks of 3 images, run in two threads, equal one process of 6."""
+    import threading
+    from resnet_np.functional.batchnorm import batch_norm2d_backward, batch_norm2d_forward
+    rng = np.random.default_rng(3)
+    x, dout = rng.standard_normal((6, 4, 5, 3)) * 2 + 1, rng.standard_normal((6, 4, 5, 3))
+    gamma, beta = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
+    stats = np.zeros(4), np.ones(4)
+    out, cache = batch_norm2d_forward(x, gamma, beta, *stats, training=True)
+    dx, dgamma, dbeta = batch_norm2d_backward(dout, cache)
+    barrier, parts, results = threading.Barrier(2), {}, {}
+
+    def allreduce(rank):
+        def reduce(a):
+            parts[rank] = a.copy()
+            barrier.wait()
+            a[...] = parts[0] + parts[1]
+            barrier.wait()
+            return a
+        return reduce
+
+    def rank(r):
+        rank_stats = np.zeros(4), np.ones(4)
+        rows = slice(3 * r, 3 * r + 3)
+        o, c = batch_norm2d_forward(x[rows], gamma, beta, *rank_stats, training=True,
+                                    reduce=allreduce(r))
+        results[r] = (o, rank_stats, batch_norm2d_backward(dout[rows], c))
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    close = dict(rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(np.concatenate([results[r][0] for r in (0, 1)]), out, **close)
+    np.testing.assert_allclose(np.concatenate([results[r][2][0] for r in (0, 1)]), dx, **close)
+    for r in (0, 1):
+        for mine, whole in zip(results[r][1], stats):
+            np.testing.assert_allclose(mine, whole, **close)
+    # each rank's parameter gradients are its own part; the gradient allreduce adds them
+    np.testing.assert_allclose(results[0][2][1] + results[1][2][1], dgamma, **close)
+    np.testing.assert_allclose(results[0][2][2] + results[1][2][2], dbeta, **close)

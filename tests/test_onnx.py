@@ -145,9 +145,17 @@ def test_nodes_initializers_and_metadata():
 
 
 def test_the_module_imports_the_onnx_package_not_itself():
-    import resnet_np.onnx as exporter
-    assert exporter._import_onnx() is onnx and exporter.__name__ == "resnet_np.onnx"
+    from resnet_np.onnx import exporter
+    assert exporter._import_onnx() is onnx and exporter.__name__ == "resnet_np.onnx.exporter"
     assert hasattr(onnx, "helper") and "resnet_np" not in onnx.__file__
+
+
+def test_the_exporter_and_the_runtime_loader_are_apart():
+    """Export builds graphs with onnx; running a file needs onnxruntime alone."""
+    import resnet_np.onnx as package
+    from resnet_np.onnx import exporter, runtime
+    assert package.export is exporter.export and package.load_session is runtime.load_session
+    assert "onnx" not in runtime.__dict__ and not hasattr(runtime, "to_onnx")
 
 
 @pytest.mark.parametrize("opset", [18, 19, 21])

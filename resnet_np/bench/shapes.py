@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..functional._checks import pair
+from ..functional.sizes import output_length
 from ..nn import BatchNorm2d, Conv2d, Linear, MaxPool2d
 
 
@@ -41,7 +42,7 @@ class LayerSpec:
     def out_hw(self):
         """(P, Q) of a convolution or pooling window."""
         (_, H, W) = self.in_shape
-        return tuple((size + 2 * pad - dil * (k - 1) - 1) // st + 1 for size, k, st, pad, dil in
+        return tuple(output_length(*axis) for axis in
                      zip((H, W), self.kernel, self.stride, self.padding, self.dilation))
 
     def describe(self):

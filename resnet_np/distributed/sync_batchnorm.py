@@ -2,8 +2,10 @@
 
     x (N_r, C, H, W) on rank r, gamma, beta, running_mean, running_var (C,)  ->  out (N_r, C, H, W)
 
-With M = sum over ranks of N_r*H*W values per channel, and sums over every rank
-(an allreduce of C numbers each):
+The single-process code (:mod:`resnet_np.functional.batchnorm`) with its
+per-channel sums added over every rank by ``comm.allreduce`` (its ``reduce``
+hook), so the float64 block sums and the float64 rounding of the mean are the
+same. With M = sum over ranks of N_r*H*W values per channel:
 
     mu   = sum(x) / M                        var = sum((x - mu)^2) / M   (two passes:
     xhat = (x - mu) / sqrt(var + eps)        out = gamma * xhat + beta    no cancellation)
@@ -20,35 +22,13 @@ allreduce averages them like every other gradient. Each rank's loss is the
 mean over its own N_r images, so its gradients are R times those of one
 process's mean over R*N_r; the factor cancels in the average.
 
-Eval mode is BatchNorm2d's: the running statistics, no communication.
+Three allreduces of C + 1 or fewer float64 numbers: the sums and M, the sums of
+squares, and in the backward dbeta, dgamma and M. Eval mode is BatchNorm2d's:
+the running statistics, no communication.
 """
-from typing import Any, NamedTuple
-
 from .. import backend
-from ..functional._checks import check_dout, check_float, check_rank, check_same_dtype
+from ..functional.batchnorm import batch_norm2d_backward, batch_norm2d_forward
 from ..nn import BatchNorm2d
-
-
-class SyncBatchNormCache(NamedTuple):
-    """What the backward needs: x - mu (channels last), 1/sqrt(var + eps), gamma, M."""
-    centered: Any      # (N_r*H*W, C)
-    inv_std: Any       # (C,)
-    gamma: Any         # (C,)
-    count: float       # M, over every rank
-    shape: tuple       # (N_r, C, H, W)
-    comm: Any
-
-
-def _channels_last(x):
-    """(N, C, H, W) -> (N*H*W, C), contiguous."""
-    xp = backend.get_array_module(x)
-    N, C, H, W = x.shape
-    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(N * H * W, C)
-
-
-def _channels_first(mat, shape):
-    N, C, H, W = shape
-    return mat.reshape(N, H, W, C).transpose(0, 3, 1, 2)
 
 
 def sync_batch_norm2d_forward(x, gamma, beta, running_mean, running_var, comm,
@@ -57,65 +37,20 @@ def sync_batch_norm2d_forward(x, gamma, beta, running_mean, running_var, comm,
 
     Returns ``out (N_r, C, H, W), cache``; updates the running statistics in
     place (equally on every rank), unless they are None. ``gamma`` and ``beta``
-    may be None (no affine parameters: 1 and 0). Two allreduces: the sums and M
-    (C + 1 float64 numbers), then the sums of squares (C numbers).
+    may be None (no affine parameters: 1 and 0).
     """
-    layer = "sync_batch_norm2d"
-    check_rank(layer, x, 4, "(N, C, H, W)")
-    check_float(layer, x)
-    for name, p in (("weight", gamma), ("bias", beta), ("running_mean", running_mean)):
-        if p is not None:
-            check_same_dtype(layer, x, p, name)
-            if p.shape != (x.shape[1],):
-                raise ValueError(f"{layer}: input has {x.shape[1]} channels but the layer has "
-                                 f"{p.shape[0]} (x.shape={tuple(x.shape)})")
-    xp = backend.get_array_module(x)
-    x_mat = _channels_last(x)
-    C = x_mat.shape[1]
-    sums = xp.empty(C + 1, dtype=xp.float64)   # float64: the count M stays exact
-    sums[:C] = x_mat.sum(axis=0)
-    sums[C] = x_mat.shape[0]
-    comm.allreduce(sums)
-    count = float(comm.sum_host([x_mat.shape[0]])[0])   # on the host: no device sync
-    if count < 2:
-        raise ValueError(f"{layer}: train mode needs more than 1 value per channel over all "
-                         f"ranks, got input shape {tuple(x.shape)} on {comm.size} rank(s)")
-    mean = (sums[:C] / count).astype(x.dtype, copy=False)
-    centered = x_mat - mean
-    var = xp.einsum("mc,mc->c", centered, centered)
-    comm.allreduce(var)
-    var /= count
-    if running_mean is not None:
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-        running_var *= 1 - momentum
-        running_var += momentum * var * (count / (count - 1))
-    inv_std = 1 / xp.sqrt(var + eps)
-    out = centered * (inv_std if gamma is None else gamma * inv_std)
-    if beta is not None:
-        out += beta
-    cache = SyncBatchNormCache(centered, inv_std, gamma, count, tuple(x.shape), comm)
-    return _channels_first(out, x.shape), cache
+    return batch_norm2d_forward(x, gamma, beta, running_mean, running_var, True, momentum, eps,
+                                reduce=comm.allreduce)
 
 
 def sync_batch_norm2d_backward(dout, cache):
     """dout (N_r, C, H, W)  ->  dx (N_r, C, H, W), dgamma_r (C,), dbeta_r (C,) of this rank."""
-    check_dout("sync_batch_norm2d", dout, cache.shape)
-    xp = backend.get_array_module(dout)
-    dout_mat = _channels_last(dout)
-    C = dout_mat.shape[1]
-    local = xp.empty(2 * C, dtype=dout.dtype)
-    local[:C] = dout_mat.sum(axis=0)                                              # dbeta_r
-    local[C:] = xp.einsum("mc,mc->c", dout_mat, cache.centered) * cache.inv_std   # dgamma_r
-    total = cache.comm.allreduce(local.copy())
-    dbeta, dgamma = total[:C], total[C:]
-    M = cache.count
-    # dx = scale * (dout - dbeta / M - xhat * dgamma / M), with xhat = centered * inv_std
-    dx = cache.centered * (-cache.inv_std * dgamma / M)
-    dx += dout_mat
-    dx -= dbeta / M
-    dx *= cache.inv_std if cache.gamma is None else cache.gamma * cache.inv_std
-    return _channels_first(dx, cache.shape), local[C:], local[:C]
+    return batch_norm2d_backward(dout, cache)
+
+
+def _synchronised(cache):
+    """Whether ``cache`` is that of a synchronised (train-mode) forward."""
+    return getattr(cache, "reduce", None) is not None
 
 
 class SyncBatchNorm2d(BatchNorm2d):
@@ -153,7 +88,7 @@ class SyncBatchNorm2d(BatchNorm2d):
 
     def backward(self, dout):
         cache = self._pop_cache()
-        if not isinstance(cache, SyncBatchNormCache):   # an eval-mode forward
+        if not _synchronised(cache):        # an eval-mode forward
             self._save(cache)
             return super().backward(dout)
         dx, dgamma, dbeta = sync_batch_norm2d_backward(dout, cache)

@@ -1,14 +1,19 @@
-"""ReLU.
+"""ReLU: the fast twin of :func:`.reference.relu_forward` and :func:`.reference.relu_backward`.
 
     out = max(x, 0)                 any shape; NaN stays NaN, as in torch
     dx  = 0 where out <= 0, else dout
           (the gradient at 0 is taken as 0; at a NaN input dout passes; where
           out <= 0 a NaN or inf in dout is blocked: exactly torch's threshold_backward)
+
+How it is made fast: on NumPy the backward multiplies dout by the mask instead of
+``where`` (about 15x faster, and equal unless dout holds NaN or inf, which then
+takes the twin's route), and large passes run in row blocks over the cores.
 """
 import numpy as np
 
 from .. import backend
 from ._checks import check_dout
+from .reference import relu_backward as relu_backward_naive
 
 
 def relu_forward(x, inplace=False):
@@ -39,16 +44,10 @@ def relu_backward(dout, cache):
     # then, and only then, the exact route.
     dx = np.empty_like(dout)
 
-    def pass_(r):
+    def masked_rows(rows):       # dx = dout * (out > 0) on these rows; all finite?
         with np.errstate(invalid="ignore"):
-            np.multiply(dout[r], ~(out[r] <= 0), out=dx[r])
-        return bool(np.isfinite(dx[r]).all())
-    if not all(backend.in_row_blocks(pass_, len(dout), dout.size)):
+            np.multiply(dout[rows], ~(out[rows] <= 0), out=dx[rows])
+        return bool(np.isfinite(dx[rows]).all())
+    if not all(backend.in_row_blocks(masked_rows, len(dout), dout.size)):
         dx = relu_backward_naive(dout, cache)
     return dx
-
-
-def relu_backward_naive(dout, cache):
-    """dx = 0 where out <= 0, else dout, as one ``where``."""
-    xp = backend.get_array_module(dout)
-    return xp.where(cache <= 0, xp.zeros((), dtype=dout.dtype), dout)

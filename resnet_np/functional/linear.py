@@ -1,4 +1,5 @@
-"""Fully connected layer and flatten.
+"""Fully connected layer and flatten (twins: :func:`.reference.linear_forward`,
+:func:`.reference.flatten_forward` and their backwards).
 
     linear:   x (N, D), w (F, D), b (F,)  ->  out (N, F) = x @ w.T + b
               dx = dout @ w,  dw = dout.T @ x,  db = sum_n dout
@@ -41,7 +42,7 @@ def linear_forward(x, w, b=None):
 
 def linear_backward(dout, cache):
     """dout (*, F) -> dx (*, D), dw (F, D), db (F,) or None"""
-    x, w, has_bias, lead = cache
+    x, w, has_bias, lead = cache.x, cache.w, cache.has_bias, cache.lead
     check_dout("linear", dout, lead + (w.shape[0],))
     dout = dout.reshape(-1, w.shape[0])
     dx = backend.matmul(dout, w).reshape(lead + (w.shape[1],))

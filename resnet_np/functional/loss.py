@@ -1,4 +1,5 @@
-"""Softmax cross-entropy, as torch.nn.functional.cross_entropy defines it.
+"""Softmax cross-entropy, as torch.nn.functional.cross_entropy defines it (twin, for class
+indices and label smoothing: :func:`.reference.softmax_cross_entropy_forward`).
 
     logits (N, M), (M,) or (N, M, d1, ...): M classes along axis 1 (axis 0 unbatched)
     target: class indices (N,), () or (N, d1, ...), or probabilities of the logits' shape
@@ -142,7 +143,8 @@ def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0, *, weight
 
 def softmax_cross_entropy_backward(dloss, cache):
     """dloss (a scalar, 1.0 for the loss itself; the loss's shape for 'none') -> dlogits"""
-    p, target, denominator, reduction, loss_shape, logits_shape = cache
+    p, target, denominator = cache.p, cache.target, cache.denominator
+    reduction, loss_shape, logits_shape = cache.reduction, cache.loss_shape, cache.logits_shape
     xp = backend.get_array_module(p)
     if reduction == "none":
         dloss = xp.asarray(dloss)

@@ -1,31 +1,55 @@
-"""Max pooling and adaptive average pooling.
+"""Max pooling and adaptive average pooling: the fast twins of
+:func:`.reference.max_pool2d_forward`, :func:`.reference.max_pool2d_backward`,
+:func:`.reference.adaptive_avg_pool2d_forward` and its backward (read those for the maths).
 
 max_pool2d:  x (N, C, H, W) or (C, H, W) -> out (N, C, P, Q) (or (C, P, Q))
-    out[n, c, p, q] = max_{r, s} xpad[n, c, p*sh + r*dh, q*sw + s*dw]   (xpad padded with -inf)
-    P = floor((H + 2*pad - dh*(R-1) - 1) / sh) + 1, or with ceil_mode the ceiling,
+    out[n, c, p, q] = max_{r, s} xpad[n, c, p*sh + r*dil_h, q*sw + s*dil_w]   (xpad: -inf padding)
+    P = floor((H + 2*pad - dil_h*(R-1) - 1) / sh) + 1, or with ceil_mode the ceiling,
         less one if that last window would start past the input and its left padding
     backward: each dout goes to the window entry that won (its argmax), as torch
     picks it: entries in row-major window order, the first maximum wins ties, a
     NaN wins over any number (the last NaN of the window, as torch), and the
     padding never wins (a window of -inf keeps its first entry inside the input).
-    The fast path reads x as its sh*sw strided planes (rows a::sh, columns b::sw),
-    never the padding: a window's winner is its first entry equal to the cached
-    maximum, and dx is built plane by plane from dout times each offset's mask.
 
 adaptive_avg_pool2d:  x (N, C, H, W) -> out (N, C, P, Q), for any P, Q >= 0
     output cell (i, j) averages rows [floor(i*H/P), ceil((i+1)*H/P)) and
     columns [floor(j*W/Q), ceil((j+1)*W/Q)), as torch does; (1, 1) is the
     global average pool of a ResNet's head; None in a pair keeps that input size.
     backward: each dout is spread evenly over its cell.
+
+How the max-pool is made fast (the twin loops over windows; here every pass is
+one array operation over all windows at once):
+
+- Taps, not windows. Window tap (r, s) of every window reads x at rows
+  p*sh + r*dil_h - top: one strided slice of x (:class:`WindowTap`). The
+  maximum is R*S elementwise ``maximum`` calls, one per tap, and each tap is
+  cut to the windows where it lies inside x, so the -inf padding is never
+  made or read.
+- Strided planes. A tap reads rows a::sh and columns b::sw of x (a plane);
+  on NCHW memory each plane is copied once into a reused buffer
+  (:func:`strided_planes`) rather than read with a stride in every pass.
+- No argmax in the forward: the cache keeps x and the maxima, and the
+  backward takes as winner the first tap equal to the maximum (a mask per
+  tap), so inference pays for no argmax. A NaN maximum (rare) sends the
+  backward to the search of torch's rule (:func:`max_pool2d_winners`).
+- dx plane by plane: dout times each tap's mask is added into the plane of dx
+  that tap reads, taps in reverse order, so windows sharing an entry add in
+  torch's order (bit-equal in float32).
+- Groups of images of about ``CHUNK_BYTES`` (4 MiB) of x, so the R*S passes
+  over a group run in the CPU's cache, with buffers reused from group to
+  group (:func:`image_groups`).
+- Winner indices as uint8 updated by arithmetic, ``index += (k - index) * mask``
+  (:func:`set_where`), about 15x faster than a masked copy.
 """
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import backend
 from ._checks import (check_array, check_float, check_image_dout, check_image_rank,
-                      check_positive, pair)
+                      check_positive, output_size, pair)
+from .reference import adaptive_cell
+from .sizes import extent
 
 
 class MaxPool2dCache(NamedTuple):
@@ -36,7 +60,7 @@ class MaxPool2dCache(NamedTuple):
     stride: tuple           # (sh, sw)
     padding: tuple          # -inf around x: ((top, bottom), (left, right)); ceil_mode may
                             # make bottom/right larger than top/left
-    dilation: tuple         # (dh, dw)
+    dilation: tuple         # (dil_h, dil_w)
     output_size: tuple      # (P, Q)
     argmax: object          # (N, P, Q, C) window offset r*S + s of each winner, or None
     unbatched: bool         # the input was (C, H, W)
@@ -47,19 +71,6 @@ class AdaptiveAvgPool2dCache(NamedTuple):
     x_shape: tuple          # (N, C, H, W)
     output_size: tuple      # (P, Q)
     unbatched: bool
-
-
-def _pool_size(layer, size, kernel, stride, pad, dilation, ceil_mode, axis):
-    """torch's output size of a pooling window along one axis, or a clear error."""
-    span = dilation * (kernel - 1) + 1
-    room = size + 2 * pad - span
-    out = (-(-room // stride) if ceil_mode else room // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1            # the last window must start inside the input or its left padding
-    if room < 0 or out < 1:
-        raise ValueError(f"{layer}: input {axis} {size} (padding {pad}) is smaller than the "
-                         f"kernel's extent {span} (kernel {kernel}, dilation {dilation})")
-    return out
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -75,25 +86,25 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     R, S = pair(kernel_size, "kernel_size")
     sh, sw = pair(stride if stride is not None else kernel_size, "stride")
     ph, pw = pair(padding, "padding")
-    dh, dw = pair(dilation, "dilation")
-    check_positive(layer, kernel_size=(R, S), stride=(sh, sw), dilation=(dh, dw))
-    if min(ph, pw) < 0 or ph > (dh * (R - 1) + 1) // 2 or pw > (dw * (S - 1) + 1) // 2:
+    dil_h, dil_w = pair(dilation, "dilation")
+    check_positive(layer, kernel_size=(R, S), stride=(sh, sw), dilation=(dil_h, dil_w))
+    if min(ph, pw) < 0 or ph > extent(R, dil_h) // 2 or pw > extent(S, dil_w) // 2:
         raise ValueError(f"{layer}: padding {padding} must be between 0 and half the kernel's "
                          f"extent (kernel_size {kernel_size}, dilation {dilation})")
     N, C, H, W = x.shape
-    P = _pool_size(layer, H, R, sh, ph, dh, ceil_mode, "height")
-    Q = _pool_size(layer, W, S, sw, pw, dw, ceil_mode, "width")
+    P = output_size(layer, H, R, sh, ph, dil_h, "height", ceil_mode)
+    Q = output_size(layer, W, S, sw, pw, dil_w, "width", ceil_mode)
     # ceil_mode's last window may reach past the padding: pad it with -inf too
-    bottom = max(ph, (P - 1) * sh + dh * (R - 1) + 1 - H - ph)
-    right = max(pw, (Q - 1) * sw + dw * (S - 1) + 1 - W - pw)
-    geometry = MaxPool2dCache(x, (R, S), (sh, sw), ((ph, bottom), (pw, right)), (dh, dw),
+    bottom = max(ph, (P - 1) * sh + extent(R, dil_h) - H - ph)
+    right = max(pw, (Q - 1) * sw + extent(S, dil_w) - W - pw)
+    geometry = MaxPool2dCache(x, (R, S), (sh, sw), ((ph, bottom), (pw, right)), (dil_h, dil_w),
                               (P, Q), None, unbatched)
     maxima = _new_nhwc(x, (N, P, Q, C), x.dtype)
     out = _new_nhwc(x, (N, P, Q, C), x.dtype)
-    offsets = _offsets(geometry)
-    work = {}                           # buffers reused from one group of images to the next
-    for n0, n1 in _batch_chunks(x):
-        _window_maxima(x[n0:n1], offsets, (sh, sw), maxima[n0:n1], work)
+    taps = window_taps(geometry)
+    buffers = {}                        # reused from one group of images to the next
+    for n0, n1 in image_groups(x):
+        _window_maxima(x[n0:n1], taps, (sh, sw), maxima[n0:n1], buffers)
         out[n0:n1] = maxima[n0:n1]
     # The forward keeps its input and its own copy of the output (the caller may change
     # the output in place, as an in-place ReLU does): the backward finds the winners
@@ -103,26 +114,26 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     return (out[0] if unbatched else out), cache
 
 
-def _window_maxima(x, offsets, stride, out, work):
-    """out (N, P, Q, C) = the maximum over the offsets' entries of x (N, C, H, W)."""
+def _window_maxima(x, taps, stride, out, buffers):
+    """out (N, P, Q, C) = the maximum over the taps' entries of x (N, C, H, W)."""
     xp = backend.get_array_module(x)
-    planes = _planes(x, stride, {o.plane for o in offsets}, work)
+    planes = strided_planes(x, stride, {tap.plane for tap in taps}, buffers)
     P, Q = out.shape[1:3]
-    full = [o for o in offsets if o.covers_output(P, Q)][:1]
+    full = [tap for tap in taps if tap.covers_output(P, Q)][:1]
     if full:
-        out[...] = _read(planes, full[0])
+        out[...] = full[0].read(planes)
     else:
         out.fill(-xp.inf)               # a window with no entry inside stays -inf
-    for o in offsets:
-        if o not in full:
-            view = out[:, o.p0:o.p1, o.q0:o.q1]
-            xp.maximum(view, _read(planes, o), out=view)   # NaN propagates, as in torch
+    for tap in taps:
+        if tap not in full:
+            view = out[tap.windows]
+            xp.maximum(view, tap.read(planes), out=view)   # NaN propagates, as in torch
 
 
 CHUNK_BYTES = 1 << 22     # the max-pool's passes on NumPy go over about 4 MiB of x at a time
 
 
-def _batch_chunks(x):
+def image_groups(x):
     """[(n0, n1)]: on NumPy, groups of images of about CHUNK_BYTES of x each, so the passes
     over a group's windows run in the CPU's cache; on CuPy the whole batch at once."""
     N = x.shape[0]
@@ -133,10 +144,10 @@ def _batch_chunks(x):
     return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
 
 
-class _Offset(NamedTuple):
-    """Window offset (r, s), k = r*S + s: it reads plane (a, b) (rows a::sh, columns b::sw
-    of x) for the outputs [p0, p1) x [q0, q1) whose entry lies inside the input; output
-    (p, q) reads plane[i0 + p - p0, j0 + q - q0]."""
+class WindowTap(NamedTuple):
+    """Tap (r, s) of every window, k = r*S + s: it reads plane (a, b) (rows a::sh, columns
+    b::sw of x) for the outputs [p0, p1) x [q0, q1) whose entry lies inside the input;
+    output (p, q) reads plane[i0 + p - p0, j0 + q - q0]."""
     k: int
     plane: tuple
     p0: int
@@ -145,6 +156,16 @@ class _Offset(NamedTuple):
     q1: int
     i0: int
     j0: int
+
+    @property
+    def windows(self):
+        """The index of the outputs this tap serves in an (N, P, Q, C) array."""
+        return slice(None), slice(self.p0, self.p1), slice(self.q0, self.q1)
+
+    def read(self, planes):
+        """The (N, p1 - p0, q1 - q0, C) entries this tap reads, from strided_planes'."""
+        plane = planes[self.plane]
+        return plane[:, self.i0:self.i0 + self.p1 - self.p0, self.j0:self.j0 + self.q1 - self.q0]
 
     def covers_output(self, P, Q):
         return (self.p0, self.p1, self.q0, self.q1) == (0, P, 0, Q)
@@ -159,40 +180,35 @@ def _span(start, stride, size, out_size):
     return a, p0, max(p0, p1), p0 + shift
 
 
-def _offsets(cache):
-    """The R*S window offsets (_Offset) in row-major order, those reading nothing left out."""
-    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
-                                          cache.output_size)
+def window_taps(cache):
+    """The R*S window taps (WindowTap) in row-major order, those reading nothing left out."""
+    (R, S), (sh, sw), (dil_h, dil_w), (P, Q) = (cache.kernel_size, cache.stride,
+                                                cache.dilation, cache.output_size)
     (top, _), (left, _) = cache.padding
     H, W = cache.x.shape[2:]
-    offsets = []
+    taps = []
     for r in range(R):
-        a, p0, p1, i0 = _span(r * dh - top, sh, H, P)
+        a, p0, p1, i0 = _span(r * dil_h - top, sh, H, P)
         for s in range(S):
-            b, q0, q1, j0 = _span(s * dw - left, sw, W, Q)
+            b, q0, q1, j0 = _span(s * dil_w - left, sw, W, Q)
             if p1 > p0 and q1 > q0:
-                offsets.append(_Offset(r * S + s, (a, b), p0, p1, q0, q1, i0, j0))
-    return offsets
+                taps.append(WindowTap(r * S + s, (a, b), p0, p1, q0, q1, i0, j0))
+    return taps
 
 
-def _planes(x, stride, needed, work):
+def strided_planes(x, stride, needed, buffers):
     """{(a, b): x's rows a::sh and columns b::sw, (N, Ha, Wb, C)}: views of x when its
     channels are last in memory (each row of a window's entries is a run of C), else
-    copies in work (a strided view of NCHW memory would step by sw in every pass)."""
+    copies in reused buffers (a strided view of NCHW memory would step by sw in every pass)."""
     x_nhwc = x.transpose(0, 2, 3, 1)
     views = {(a, b): x_nhwc[:, a::stride[0], b::stride[1]] for a, b in needed}
     if stride == (1, 1) or abs(x.strides[1]) <= abs(x.strides[3]):
         return views
     copies = {}
     for ab, view in views.items():
-        copies[ab] = _buffer(work, ("plane", ab), x, view.shape, x.dtype)
+        copies[ab] = _buffer(buffers, ("plane", ab), x, view.shape, x.dtype)
         copies[ab][...] = view
     return copies
-
-
-def _read(planes, o):
-    """The (N, p1 - p0, q1 - q0, C) entries of offset o's windows."""
-    return planes[o.plane][:, o.i0:o.i0 + o.p1 - o.p0, o.j0:o.j0 + o.q1 - o.q0]
 
 
 def _new_nhwc(like, shape, dtype, new="empty"):
@@ -206,12 +222,12 @@ def _new_nhwc(like, shape, dtype, new="empty"):
     return getattr(xp, new)((N, C, H, W), dtype=dtype).transpose(0, 2, 3, 1)
 
 
-def _windows(cache):
+def _padded_tap_views(cache):
     """The R*S strided views (N, P, Q, C) of the -inf padded channels-last input,
-    one per window offset (r, s), in row-major order."""
+    one per window tap (r, s), in row-major order."""
     xp = backend.get_array_module(cache.x)
-    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
-                                          cache.output_size)
+    (R, S), (sh, sw), (dil_h, dil_w), (P, Q) = (cache.kernel_size, cache.stride,
+                                                cache.dilation, cache.output_size)
     x_nhwc = cache.x.transpose(0, 2, 3, 1)
     (top, bottom), (left, right) = cache.padding
     if top or bottom or left or right:
@@ -219,22 +235,22 @@ def _windows(cache):
                         constant_values=-xp.inf)
     for r in range(R):
         for s in range(S):
-            rows = slice(r * dh, r * dh + sh * (P - 1) + 1, sh)
-            yield x_nhwc[:, rows, s * dw:s * dw + sw * (Q - 1) + 1:sw]
+            rows = slice(r * dil_h, r * dil_h + sh * (P - 1) + 1, sh)
+            yield x_nhwc[:, rows, s * dil_w:s * dil_w + sw * (Q - 1) + 1:sw]
 
 
 def _first_inside(cache):
-    """(P, Q, 1) window offset r*S + s of each window's first entry inside the input
+    """(P, Q, 1) window tap r*S + s of each window's first entry inside the input
     (0 except for windows that start in the top or left padding)."""
-    (_, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
-                                          cache.output_size)
+    (_, S), (sh, sw), (dil_h, dil_w), (P, Q) = (cache.kernel_size, cache.stride,
+                                                cache.dilation, cache.output_size)
     (top, _), (left, _) = cache.padding
-    r0 = np.maximum(0, -((np.arange(P) * sh - top) // dh))        # ceil((top - p*sh) / dh)
-    s0 = np.maximum(0, -((np.arange(Q) * sw - left) // dw))
+    r0 = np.maximum(0, -((np.arange(P) * sh - top) // dil_h))     # ceil((top - p*sh) / dil_h)
+    s0 = np.maximum(0, -((np.arange(Q) * sw - left) // dil_w))
     return (r0[:, None] * S + s0[None, :])[:, :, None]
 
 
-def _assign_where(index, mask, k):
+def set_where(index, mask, k):
     """index = where(mask, k, index), in place: index += (k - index) * mask, in unsigned
     arithmetic (the subtraction may wrap; adding it back undoes the wrap), 15x faster
     than a masked copy."""
@@ -243,14 +259,15 @@ def _assign_where(index, mask, k):
     index += step
 
 
-def _find_winners(cache, nan_aware):
-    """(N, P, Q, C) offset r*S + s of each window's winner, and the window maxima."""
+def _search_winners(cache, nan_aware):
+    """(N, P, Q, C) tap r*S + s of each window's winner by torch's rule (a larger entry,
+    or with ``nan_aware`` a NaN, replaces the maximum), and the window maxima."""
     xp = backend.get_array_module(cache.x)
     R, S = cache.kernel_size
     N, C = cache.x.shape[:2]
     P, Q = cache.output_size
     index_type = xp.uint8 if R * S <= 256 else xp.int32
-    windows = _windows(cache)
+    windows = _padded_tap_views(cache)
     best = xp.array(next(windows))
     argmax = xp.empty((N, P, Q, C), dtype=index_type)
     argmax[...] = xp.asarray(_first_inside(cache).astype(index_type))
@@ -259,20 +276,20 @@ def _find_winners(cache, nan_aware):
         if nan_aware:
             wins |= xp.isnan(window)  # torch: a NaN replaces the maximum, even a NaN
         xp.maximum(best, window, out=best)
-        _assign_where(argmax, wins, k)
+        set_where(argmax, wins, k)
     return argmax, best
 
 
 def max_pool2d_winners(cache):
-    """(N, P, Q, C) window offset r*S + s of the entry each output took, as torch picks it."""
+    """(N, P, Q, C) window tap r*S + s of the entry each output took, as torch picks it."""
     if cache.argmax is not None:
         return cache.argmax
     xp = backend.get_array_module(cache.x)
     if cache.out is not None and not bool(xp.isnan(cache.out).any()):
-        return _plane_winners(cache)
-    argmax, best = _find_winners(cache, nan_aware=False)
+        return _winners_from_maxima(cache)
+    argmax, best = _search_winners(cache, nan_aware=False)
     if bool(xp.isnan(best).any()):
-        argmax, _ = _find_winners(cache, nan_aware=True)   # rare: only then pay for isnan
+        argmax, _ = _search_winners(cache, nan_aware=True)   # rare: only then pay for isnan
     return argmax
 
 
@@ -281,25 +298,16 @@ def max_pool2d_indices(cache):
     in its input plane (no padding counted)."""
     xp = backend.get_array_module(cache.x)
     W = cache.x.shape[3]
-    h0, w0, offsets = _winner_coordinates(cache, W, 1)
-    index = (h0 * W + w0) + xp.asarray(offsets)[max_pool2d_winners(cache)]
-    index = index.transpose(0, 3, 1, 2)
-    return index[0] if cache.unbatched else index
-
-
-def _winner_coordinates(cache, row_stride, column_stride):
-    """Top-left corner (h0, w0) of every window, (1, P, 1, 1) and (1, 1, Q, 1) ints (negative
-    in the padding), and the flat offset of each window entry r*S + s: r*dh*row_stride +
-    s*dw*column_stride."""
-    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
-                                          cache.output_size)
+    (R, S), (sh, sw), (dil_h, dil_w), (P, Q) = (cache.kernel_size, cache.stride,
+                                                cache.dilation, cache.output_size)
     (top, _), (left, _) = cache.padding
-    xp = backend.get_array_module(cache.x)
+    # each window's top-left corner (negative in the padding), plus its winning tap's offset
     h0 = (xp.arange(P) * sh - top).reshape(1, P, 1, 1)
     w0 = (xp.arange(Q) * sw - left).reshape(1, 1, Q, 1)
-    offsets = np.array([r * dh * row_stride + s * dw * column_stride
-                        for r in range(R) for s in range(S)])
-    return h0, w0, offsets
+    tap_offset = np.array([r * dil_h * W + s * dil_w for r in range(R) for s in range(S)])
+    index = (h0 * W + w0) + xp.asarray(tap_offset)[max_pool2d_winners(cache)]
+    index = index.transpose(0, 3, 1, 2)
+    return index[0] if cache.unbatched else index
 
 
 def max_pool2d_backward(dout, cache):
@@ -312,38 +320,38 @@ def max_pool2d_backward(dout, cache):
     if dout.size == 0 or x.size == 0:
         dx = xp.zeros(x.shape, dtype=dout.dtype)
         return dx[0] if cache.unbatched else dx
-    offsets = _offsets(cache)
+    taps = window_taps(cache)
     dout_nhwc = dout.transpose(0, 2, 3, 1)
     dx = _new_nhwc(x, (N, H, W, C), dout.dtype)
-    work = {}                                   # buffers reused from one chunk to the next
-    for n0, n1 in _batch_chunks(x):
-        chunk = cache._replace(x=x[n0:n1], out=None if cache.out is None else cache.out[n0:n1],
+    buffers = {}                                # reused from one group to the next
+    for n0, n1 in image_groups(x):
+        group = cache._replace(x=x[n0:n1], out=None if cache.out is None else cache.out[n0:n1],
                                argmax=None if cache.argmax is None else cache.argmax[n0:n1])
-        argmax = chunk.argmax
+        argmax = group.argmax
         if xp is not np:                        # on a GPU a test of the data is a host sync:
             if argmax is None:                  # take the routes right for any data
-                argmax, _ = _find_winners(chunk, nan_aware=True)
+                argmax, _ = _search_winners(group, nan_aware=True)
             finite = False
         else:
-            if argmax is None and (chunk.out is None or bool(xp.isnan(chunk.out).any())):
-                argmax = max_pool2d_winners(chunk)  # NaN maxima: the search of torch's rule
+            if argmax is None and (group.out is None or bool(xp.isnan(group.out).any())):
+                argmax = max_pool2d_winners(group)  # NaN maxima: the search of torch's rule
             finite = bool(xp.isfinite(dout_nhwc[n0:n1]).all())  # else 0 * inf would spread NaN
         d = dout_nhwc[n0:n1]
-        masks = _winner_masks(chunk, offsets, argmax, work)
-        _route(d, masks, chunk, offsets, finite, work, dx[n0:n1])
+        masks = _winner_masks(group, taps, argmax, buffers)
+        _add_to_winners(d, masks, group, taps, finite, buffers, dx[n0:n1])
     dx = dx.transpose(0, 3, 1, 2)
     return dx[0] if cache.unbatched else dx
 
 
-def _buffer(work, name, like, shape, dtype):
-    """work[name][:N]: an (N, ...) array made once at the first chunk's size."""
-    if name not in work:
-        work[name] = _new_nhwc(like, shape, dtype)
-    return work[name][:shape[0]]
+def _buffer(buffers, name, like, shape, dtype):
+    """buffers[name][:N]: an (N, ...) array made once at the first group's size."""
+    if name not in buffers:
+        buffers[name] = _new_nhwc(like, shape, dtype)
+    return buffers[name][:shape[0]]
 
 
-def _winner_masks(cache, offsets, argmax, work):
-    """For each offset (row-major), the (N, p1 - p0, q1 - q0, C) mask of the windows whose
+def _winner_masks(cache, taps, argmax, buffers):
+    """For each tap (row-major), the (N, p1 - p0, q1 - q0, C) mask of the windows whose
     winner it is: argmax == k, or without an argmax the first entry equal to the window's
     maximum cache.out (no padding is read, so the padding never wins; a window of -inf
     takes its first entry inside; wrong where a maximum is NaN)."""
@@ -351,48 +359,46 @@ def _winner_masks(cache, offsets, argmax, work):
     shape = cache.x.shape[:1] + tuple(cache.output_size) + cache.x.shape[1:2]
     masks = []
     if argmax is None:
-        planes = _planes(cache.x, cache.stride, {o.plane for o in offsets}, work)
-        taken = _buffer(work, "taken", cache.x, shape, bool)
+        planes = strided_planes(cache.x, cache.stride, {tap.plane for tap in taps}, buffers)
+        taken = _buffer(buffers, "taken", cache.x, shape, bool)
         taken.fill(False)
-    for i, o in enumerate(offsets):
-        view = (slice(None), slice(o.p0, o.p1), slice(o.q0, o.q1))
-        mask = _buffer(work, ("mask", i), cache.x, shape, bool)[view]
+    for i, tap in enumerate(taps):
+        mask = _buffer(buffers, ("mask", i), cache.x, shape, bool)[tap.windows]
         if argmax is not None:
-            xp.equal(argmax[view], o.k, out=mask)
+            xp.equal(argmax[tap.windows], tap.k, out=mask)
         else:
-            xp.equal(_read(planes, o), cache.out[view], out=mask)
-            xp.greater(mask, taken[view], out=mask)      # and not taken by an earlier one
-            taken[view] |= mask
+            xp.equal(tap.read(planes), cache.out[tap.windows], out=mask)
+            xp.greater(mask, taken[tap.windows], out=mask)      # and not taken by an earlier one
+            taken[tap.windows] |= mask
         masks.append(mask)
     return masks
 
 
-def _route(dout, masks, cache, offsets, finite, work, dx):
+def _add_to_winners(dout, masks, cache, taps, finite, buffers, dx):
     """dx (N, H, W, C) = each dout (N, P, Q, C) added to its window's winner.
 
-    Offset by offset, dout times the offset's mask goes into the plane of
-    dx that offset reads (rows a::sh, columns b::sw); the offsets in reverse order add the
-    windows sharing an entry in the order of the windows, as torch's loop does."""
+    Tap by tap, dout times the tap's mask goes into the plane of dx that tap
+    reads (rows a::sh, columns b::sw); the taps in reverse order add the windows
+    sharing an entry in the order of the windows, as torch's loop does."""
     xp = backend.get_array_module(dout)
     x = cache.x
     N, C, H, W = x.shape
     sh, sw = cache.stride
-    spare_all = _buffer(work, "spare", x, dout.shape, dout.dtype)
+    spare_all = _buffer(buffers, "spare", x, dout.shape, dout.dtype)
     dplanes = {}
-    for o, mask in zip(reversed(offsets), reversed(masks)):
-        view = (slice(None), slice(o.p0, o.p1), slice(o.q0, o.q1))
-        d = dout[view]
-        plane = dplanes.get(o.plane)
+    for tap, mask in zip(reversed(taps), reversed(masks)):
+        d = dout[tap.windows]
+        plane = dplanes.get(tap.plane)
         first = plane is None
         if first:
-            a, b = o.plane
+            a, b = tap.plane
             shape = (N, len(range(a, H, sh)), len(range(b, W, sw)), C)
-            plane = dplanes[o.plane] = _buffer(work, o.plane, x, shape, dout.dtype)
+            plane = dplanes[tap.plane] = _buffer(buffers, tap.plane, x, shape, dout.dtype)
             if mask.shape != plane.shape:
                 plane.fill(0)
                 first = False
-        target = plane[:, o.i0:o.i0 + o.p1 - o.p0, o.j0:o.j0 + o.q1 - o.q0]
-        routed = target if first else spare_all[view]
+        target = tap.read(dplanes)
+        routed = target if first else spare_all[tap.windows]
         if finite:
             xp.multiply(d, mask, out=routed)
         else:
@@ -404,68 +410,32 @@ def _route(dout, masks, cache, offsets, finite, work, dx):
             dx[:, a::sh, b::sw] = dplanes.get((a, b), 0)
 
 
-def _plane_winners(cache):
-    """(N, P, Q, C) offset r*S + s of each window's first entry equal to its maximum
+def _winners_from_maxima(cache):
+    """(N, P, Q, C) tap r*S + s of each window's first entry equal to its maximum
     cache.out (no padding is read, so the padding never wins; a window of -inf takes its
     first entry inside). Wrong where a maximum is NaN."""
     xp = backend.get_array_module(cache.x)
-    work = {}
+    buffers = {}
     out = cache.out
     R, S = cache.kernel_size
-    offsets = _offsets(cache)
-    planes = _planes(cache.x, cache.stride, {o.plane for o in offsets}, work)
-    argmax = _buffer(work, "argmax", cache.x, out.shape, xp.uint8 if R * S <= 256 else xp.int32)
+    taps = window_taps(cache)
+    planes = strided_planes(cache.x, cache.stride, {tap.plane for tap in taps}, buffers)
+    argmax = _buffer(buffers, "argmax", cache.x, out.shape,
+                     xp.uint8 if R * S <= 256 else xp.int32)
     argmax[...] = xp.asarray(_first_inside(cache).astype(argmax.dtype))
-    equal = _buffer(work, "equal", cache.x, out.shape, bool)
-    for o in reversed(offsets):     # the first offset equal to the maximum is the last kept
-        view = (slice(None), slice(o.p0, o.p1), slice(o.q0, o.q1))
-        xp.equal(_read(planes, o), out[view], out=equal[view])
-        _assign_where(argmax[view], equal[view], o.k)
+    equal = _buffer(buffers, "equal", cache.x, out.shape, bool)
+    for tap in reversed(taps):      # the first tap equal to the maximum is the last kept
+        xp.equal(tap.read(planes), out[tap.windows], out=equal[tap.windows])
+        set_where(argmax[tap.windows], equal[tap.windows], tap.k)
     return argmax
-
-
-# --------------------------------------------------------------------------- #
-# Naive reference: torch's rule, one window at a time
-# --------------------------------------------------------------------------- #
-def max_pool2d_backward_naive(dout, cache):
-    """The backward by loops over output positions (slow; for tests and teaching).
-
-    Each window is cut to its part inside the input (no padding at all); its
-    entries are visited in row-major order and one replaces the running maximum
-    when it is larger or NaN, exactly as torch's CPU kernel does; that entry
-    receives the window's dout. dout (N, C, P, Q) -> dx (N, C, H, W), 4-D only.
-    """
-    x = cache.x
-    xp = backend.get_array_module(x)
-    N, C, H, W = x.shape
-    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
-                                          cache.output_size)
-    (top, _), (left, _) = cache.padding
-    dx = xp.zeros(x.shape, dtype=dout.dtype)
-    for p in range(P):
-        rows = [p * sh - top + r * dh for r in range(R) if 0 <= p * sh - top + r * dh < H]
-        for q in range(Q):
-            columns = [q * sw - left + s * dw for s in range(S)
-                       if 0 <= q * sw - left + s * dw < W]
-            best = xp.full((N, C), -xp.inf, dtype=x.dtype)
-            winner = xp.zeros((N, C), dtype=xp.int64)
-            entries = [(h, w) for h in rows for w in columns]
-            for j, (h, w) in enumerate(entries):
-                value = x[:, :, h, w]
-                wins = (value > best) | xp.isnan(value)
-                best = xp.where(wins, value, best)
-                winner = xp.where(wins, j, winner)
-            for j, (h, w) in enumerate(entries):
-                dx[:, :, h, w] += xp.where(winner == j, dout[:, :, p, q], 0)
-    return dx
 
 
 # --------------------------------------------------------------------------- #
 # Adaptive average pooling
 # --------------------------------------------------------------------------- #
-def _cells(size, out_size):
-    """torch's adaptive pooling cells: [floor(i*size/out), ceil((i+1)*size/out))."""
-    return [(i * size // out_size, math.ceil((i + 1) * size / out_size)) for i in range(out_size)]
+def adaptive_cells(size, out_size):
+    """torch's adaptive pooling cells, :func:`.reference.adaptive_cell` for i < out_size."""
+    return [adaptive_cell(i, size, out_size) for i in range(out_size)]
 
 
 def _adaptive_size(layer, output_size, H, W):
@@ -491,8 +461,8 @@ def adaptive_avg_pool2d_forward(x, output_size=(1, 1)):
     xp = backend.get_array_module(x)
     x_nhwc = x.transpose(0, 2, 3, 1)
     out = xp.empty((N, P, Q, C), dtype=x.dtype)
-    for i, (h0, h1) in enumerate(_cells(H, P)):
-        for j, (w0, w1) in enumerate(_cells(W, Q)):
+    for i, (h0, h1) in enumerate(adaptive_cells(H, P)):
+        for j, (w0, w1) in enumerate(adaptive_cells(W, Q)):
             out[:, i, j] = x_nhwc[:, h0:h1, w0:w1].mean(axis=(1, 2))
     out = out.transpose(0, 3, 1, 2)
     return (out[0] if unbatched else out), AdaptiveAvgPool2dCache(tuple(x.shape), (P, Q), unbatched)
@@ -506,8 +476,8 @@ def adaptive_avg_pool2d_backward(dout, cache):
     xp = backend.get_array_module(dout)
     dout_nhwc = dout.transpose(0, 2, 3, 1)
     dx = xp.zeros((N, H, W, C), dtype=dout.dtype)
-    for i, (h0, h1) in enumerate(_cells(H, P)):
-        for j, (w0, w1) in enumerate(_cells(W, Q)):
+    for i, (h0, h1) in enumerate(adaptive_cells(H, P)):
+        for j, (w0, w1) in enumerate(adaptive_cells(W, Q)):
             area = (h1 - h0) * (w1 - w0)
             dx[:, h0:h1, w0:w1] += dout_nhwc[:, i:i + 1, j:j + 1] / area
     dx = dx.transpose(0, 3, 1, 2)

@@ -1,4 +1,5 @@
-"""The residual add of a ResNet block:  out = a + b,  da = db = dout."""
+"""The residual add of a ResNet block:  out = a + b,  da = db = dout
+(twin: :func:`.reference.add_forward`; this one can write the sum over ``a``)."""
 from .. import backend
 from ._checks import check_dout
 

@@ -224,7 +224,8 @@ def winograd_conv3x3_backward(dout, cache, input_grad=True):
     dout (N, K, P, Q)  ->  dx (N, C, H, W) or None, dw (K, C, 3, 3)
     """
     xp = backend.get_array_module(dout)
-    x, w, m, ((top, bottom), (left, right)), (tP, tQ) = cache
+    x, w, m, (tP, tQ) = cache.x, cache.w, cache.m, cache.tiles
+    (top, bottom), (left, right) = cache.padding
     N, C, H, W = x.shape
     AA, GG, _ = _as_arrays(m, xp, dout.dtype)
     K, P, Q, n = w.shape[0], dout.shape[2], dout.shape[3], m + 2

@@ -15,18 +15,13 @@ one thread per input pixel sums the entries taken from it, so the kernel needs
 no atomics and no zeroed buffer, and gives the same sums on every run.
 """
 from .. import backend
-from ..functional.conv import sides
+from ..functional.sizes import output_length, sides
 from ._launch import choose_index, cuda_launcher, grid_1d
 
 
 def element_strides(a):
     """Strides of ``a`` in elements rather than bytes."""
     return tuple(s // a.itemsize for s in a.strides)
-
-
-def _out_size(size, kernel, stride, pads, dilation):
-    """P of one axis, ``pads`` = (before, after)."""
-    return (size + pads[0] + pads[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups=1, launcher=None):
@@ -40,7 +35,7 @@ def im2col_gpu(x_nhwc, R, S, stride, padding, dilation, groups=1, launcher=None)
     pads_h, pads_w = sides(padding)
     (ph, _), (pw, _) = pads_h, pads_w
     N, H, W, C = x_nhwc.shape
-    P, Q = _out_size(H, R, sh, pads_h, dh), _out_size(W, S, sw, pads_w, dw)
+    P, Q = output_length(H, R, sh, pads_h, dh), output_length(W, S, sw, pads_w, dw)
     G, Cg = groups, C // groups
     cols = xp.empty((N * P * Q, G, R * S * Cg), dtype=x_nhwc.dtype)
     if cols.size:
@@ -64,7 +59,7 @@ def col2im_gpu(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1, la
     pads_h, pads_w = sides(padding)
     (ph, _), (pw, _) = pads_h, pads_w
     N, H, W, C = x_shape_nhwc
-    P, Q = _out_size(H, R, sh, pads_h, dh), _out_size(W, S, sw, pads_w, dw)
+    P, Q = output_length(H, R, sh, pads_h, dh), output_length(W, S, sw, pads_w, dw)
     G, Cg = groups, C // groups
     expected = (N * P * Q, G, R * S * Cg)
     if tuple(cols.shape) != expected:

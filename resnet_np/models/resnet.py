@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
+from ..functional.batchnorm import fold_into_conv
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU,
                   Sequential)
 from ..nn.module import is_grad_enabled, weights_version
@@ -88,18 +89,14 @@ def conv_bn(conv, bn, x):
 
 
 def fold_batch_norm(conv, bn):
-    """The (weight, bias) of one convolution equal to ``bn(conv(x))`` with bn in eval mode."""
-    xp = backend.get_array_module(conv.weight.data)
-    scale = 1 / xp.sqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.data
-    bias = -bn.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias.data * scale
-    if bn.bias is not None:
-        bias = bias + bn.bias.data
-    weight = conv.weight.data * scale.reshape(-1, 1, 1, 1)
-    return weight.astype(conv.weight.data.dtype, copy=False), bias.astype(weight.dtype, copy=False)
+    """The (weight, bias) of one convolution equal to ``bn(conv(x))`` with bn in eval mode
+    (:func:`resnet_np.functional.batchnorm.fold_into_conv`, in float64), in the conv's dtype."""
+    weight, bias = fold_into_conv(
+        conv.weight.data, None if conv.bias is None else conv.bias.data,
+        None if bn.weight is None else bn.weight.data, None if bn.bias is None else bn.bias.data,
+        bn.running_mean, bn.running_var, bn.eps)
+    dtype = conv.weight.data.dtype
+    return weight.astype(dtype), bias.astype(dtype)
 
 
 class _Block(Module):

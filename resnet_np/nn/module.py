@@ -67,7 +67,7 @@ def check_module_input(module, x, index=0):
                         f"{describe_non_array(x)}")
 
 
-class _Entry(NamedTuple):
+class SavedForward(NamedTuple):
     """One forward's cache and the output it made (shape, dtype, device) for dout checks."""
     cache: object
     output: tuple = None
@@ -389,7 +389,7 @@ class Module:
     def _save(self, cache):
         """Keep ``cache`` for backward, unless gradients are off (``no_grad``)."""
         if is_grad_enabled():
-            self._caches.append(_Entry(cache))
+            self._caches.append(SavedForward(cache))
 
     def _pop_cache(self):
         """Return the latest forward's cache and forget it, so it is used exactly once."""

@@ -1,65 +1,25 @@
-"""Export a model to ONNX, node by node from its own module tree (PyTorch plays no part).
+"""The ONNX exporter: a model's module tree, node by node, into an ONNX graph.
 
-    from resnet_np.onnx import export
-    export(model, "resnet50.onnx")                              # input (batch, 3, 224, 224)
-    export(model, "r18.onnx", input_size=(33, 47), fold_batch_norm=True)
-
-    resnet-np export --weights resnet50.npz resnet50.onnx
-    resnet-np predict --onnx resnet50.onnx cat.jpg              # runs it with onnxruntime
-
-Each module becomes the ONNX operator that computes the same thing:
-
-    Conv2d             Conv (pads, strides, dilations, group, bias); padding_mode reflect,
-                       replicate or circular adds a Pad node (reflect, edge, wrap) before it
-    BatchNorm2d        BatchNormalization on the running statistics (eval semantics), or,
-                       with fold_batch_norm, folded into the convolution before it:
-                       s = gamma / sqrt(var + eps),  W' = W * s,  b' = (b - mean) * s + beta
-    ReLU               Relu
-    MaxPool2d          MaxPool (pads, strides, dilations; ceil_mode as extra padding after)
-    AdaptiveAvgPool2d  GlobalAveragePool for 1x1; AveragePool where every cell has the same
-                       size (the input size divisible by the output size), else an error
-    Flatten            Flatten (axis 1)
-    Linear             Gemm (transB = 1: the weight keeps its (out, in) layout)
-    blocks             their layers, then Add (the shortcut) and Relu
-
-The graph has one input, ``input`` (batch, C, H, W) float32, whose batch
-dimension is dynamic (H and W too with ``dynamic_size=True``), and one output,
-``logits`` for a ResNet. Initializers are named by the model's state_dict keys
-(``layer1.0.conv1.weight``) and hold those arrays (in float32: onnxruntime has
-no float64 convolution, so a float64 model is exported, with a warning, in
-float32); a folded convolution keeps
-its weight's key, and its bias takes the key of the convolution's bias or, if
-it has none, of the batch norm's (``num_batches_tracked`` is not needed).
-
-The model's ``metadata_props`` say how to feed it (all values JSON):
-
-    image_size      [H, W] of the network input
-    mean, std       per-channel, in [0, 1] pixel units: x = (pixels / 255 - mean) / std
-    resize_shorter  present for weights without their own preprocessing (torchvision's):
-                    resize the shorter side to this, then centre-crop image_size; absent:
-                    resize the image to image_size
-    classes         the class names, when the checkpoint has them
-    model, num_classes, cifar_stem, batch_norm, preprocessing (in words)
-
-``onnx`` and ``onnxruntime`` are optional: ``pip install resnet-np[onnx]``.
+See :mod:`resnet_np.onnx` for the operators, the graph's input and output and
+its metadata; :mod:`.runtime` runs an exported file.
 """
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from . import __version__, backend
-from .models.resnet import BasicBlock, Bottleneck, ResNet
-from .nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module,
+from .. import __version__, backend
+from ..functional.batchnorm import fold_into_conv
+from ..functional.sizes import extent, output_length, same_padding
+from ..models.resnet import BasicBlock, Bottleneck, ResNet
+from ..preprocessing import image_policy
+from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module,
                  ReLU, Sequential)
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
-# torchvision's evaluation transform: resize to 256, crop 224 (the ratio kept at other sizes).
-IMAGENET_RESIZE, IMAGENET_CROP = 256, 224
 # torch's padding modes and the ONNX Pad mode of each (with the first opset that has it).
 PAD_MODES = {"reflect": ("reflect", 17), "replicate": ("edge", 17), "circular": ("wrap", 19)}
 
@@ -171,16 +131,12 @@ def _pair(value, module_label, option):
 
 
 def _output_size(size, kernel, stride, pad_before, pad_after, dilation, ceil_mode=False):
-    """torch's output length of a convolution or pooling window sweep (None stays None)."""
+    """torch's output length of a convolution or pooling window sweep (None stays None;
+    0 where the padded input is shorter than the window)."""
     if size is None:
         return None
-    span = size + pad_before + pad_after - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    out = (math.ceil if ceil_mode else math.floor)(span / stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad_before:
-        out -= 1   # the last window must start inside the input or its left padding
-    return out
+    return max(0, output_length(size, kernel, stride, (pad_before, pad_after), dilation,
+                                ceil_mode))
 
 
 def _spatial(b, module, x, sizes):
@@ -218,9 +174,8 @@ def _conv_pads(b, conv, kernel, stride, dilation):
         if stride != (1, 1):
             raise ExportError(f"{b.label(conv)} (Conv2d): padding='same' needs stride 1, "
                               f"has stride={stride}")
-        totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        before = [t // 2 for t in totals]              # torch puts the odd one after
-        return (before[0], before[1], totals[0] - before[0], totals[1] - before[1])
+        (top, bottom), (left, right) = (same_padding(k, d) for k, d in zip(kernel, dilation))
+        return (top, left, bottom, right)
     ph, pw = _pair(padding, b.label(conv) + " (Conv2d)", "padding")
     return (ph, pw, ph, pw)
 
@@ -268,14 +223,15 @@ def _conv(b, conv, x, bn=None):
         if bias is not None:
             inputs.append(b.constant(bias_name, bias))
     else:
-        scale, shift = _batch_norm_affine(b, bn, out_channels)
-        folded_bias = (np.zeros(out_channels) if bias is None else bias.astype(np.float64)) * scale
+        folded_weight, folded_bias = fold_into_conv(
+            weight.astype(np.float64), None if bias is None else bias.astype(np.float64),
+            *_batch_norm_arrays(b, bn, out_channels))
         if bias is None:
             bias_name = b.key(bn, "bias")
         inputs = [x.name,
-                  b.constant(weight_name, weight.astype(np.float64) * scale[:, None, None, None],
+                  b.constant(weight_name, folded_weight,
                              doc=f"{weight_name} with {b.label(bn)} folded in"),
-                  b.constant(bias_name, folded_bias + shift,
+                  b.constant(bias_name, folded_bias,
                              doc=f"the bias of {b.label(conv)} with {b.label(bn)} folded in")]
     n, _, h, w = x.shape
     sizes = (_output_size(h, kh, stride[0], pads[0], pads[2], dilation[0]),
@@ -299,13 +255,6 @@ def _batch_norm_arrays(b, bn, channels):
     if len(mean) != channels:
         raise ExportError(f"{label}: normalises {len(mean)} channels, gets {channels}")
     return gamma, beta, mean.astype(np.float64), var.astype(np.float64), float(bn.eps)
-
-
-def _batch_norm_affine(b, bn, channels):
-    """(scale, shift): bn(x) = x * scale + shift per channel, in eval mode."""
-    gamma, beta, mean, var, eps = _batch_norm_arrays(b, bn, channels)
-    scale = gamma / np.sqrt(var + eps)
-    return scale, beta - mean * scale
 
 
 def _batch_norm(b, bn, x):
@@ -360,11 +309,12 @@ def _ceil_as_padding(label, size, out, kernel, stride, pad, dilation, ceil_mode)
     """
     if not ceil_mode or size is None:
         return pad, ceil_mode
-    needed = (out - 1) * stride + dilation * (kernel - 1) + 1 - size - pad
+    needed = (out - 1) * stride + extent(kernel, dilation) - size - pad
     end = max(pad, needed)
     if end < kernel:
         return end, False
-    plain = math.ceil((size + 2 * pad - dilation * (kernel - 1) - 1) / stride) + 1
+    plain = output_length(size, kernel, stride, pad, dilation, ceil_mode=True,
+                          drop_late_window=False)
     if plain != out:
         raise ExportError(f"{label}: ceil_mode=True on a length {size} gives {out} windows in "
                           f"torch but {plain} under ONNX's rule; export for another input size")
@@ -491,37 +441,22 @@ EMITTERS = {ResNet: _resnet, BasicBlock: _basic_block, Bottleneck: _bottleneck,
 # --------------------------------------------------------------------------- #
 def default_input_size(config):
     """(H, W) the weights of ``config`` expect: their training size, else torchvision's 224."""
-    if not _own_preprocessing(config):
-        return IMAGENET_CROP, IMAGENET_CROP
-    return _pair(config["image_size"], "config", "image_size")
-
-
-def _own_preprocessing(config):
-    """Whether ``config`` is that of a resnet-np training run, with its size, mean and std."""
-    return "mean" in config and "image_size" in config
+    return _pair(image_policy(config)["image_size"], "config", "image_size")
 
 
 def preprocessing(config, input_size):
-    """The metadata entries saying how to turn an image into an ``input_size`` network input.
-
-    A resnet-np checkpoint (``config`` has its own mean and std) resizes the
-    image to the input size, as its evaluation did; other weights get
-    torchvision's ImageNet transform, shorter side to 256 and centre crop 224
-    (at other sizes the crop keeps that ratio: shorter side to
-    ``round(max(H, W) * 256 / 224)``).
-    """
-    from .data import IMAGENET_MEAN, IMAGENET_STD
-    h, w = input_size
-    if _own_preprocessing(config):
-        return {"image_size": [h, w], "mean": list(config["mean"]), "std": list(config["std"]),
-                "preprocessing": f"RGB, resized to {w}x{h} (bilinear), scaled to [0, 1], "
-                                 "(x - mean) / std per channel, (N, 3, H, W) float32"}
-    resize = round(max(h, w) * IMAGENET_RESIZE / IMAGENET_CROP)
-    return {"image_size": [h, w], "resize_shorter": resize, "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "preprocessing": f"RGB, shorter side resized to {resize} (bilinear), centre crop "
-                             f"{w}x{h}, scaled to [0, 1], (x - mean) / std per channel, "
-                             "(N, 3, H, W) float32"}
+    """The metadata entries saying how to turn an image into an ``input_size`` network input:
+    :func:`resnet_np.preprocessing.image_policy`, and the same in words."""
+    entries = image_policy(config, input_size)
+    h, w = entries["image_size"]
+    if "resize_shorter" in entries:
+        how = (f"shorter side resized to {entries['resize_shorter']} (bilinear), centre crop "
+               f"{w}x{h}")
+    else:
+        how = f"resized to {w}x{h} (bilinear)"
+    entries["preprocessing"] = (f"RGB, {how}, scaled to [0, 1], (x - mean) / std per channel, "
+                                "(N, 3, H, W) float32")
+    return entries
 
 
 def _metadata(config, input_size, fold, output):
@@ -650,7 +585,7 @@ def export(model, path, input_size=None, dynamic_size=False, opset=DEFAULT_OPSET
     ``path`` in one step, so a failed export leaves ``path`` as it was.
     ``path``'s folder must exist.
     """
-    from .training.atomic import atomic_write
+    from ..training.atomic import atomic_write
     path = Path(path)
     check_output_path(path)
     proto, data = _build(model, input_size, dynamic_size, opset, fold_batch_norm, config,
@@ -680,7 +615,7 @@ def export_weights(weights, path, model=None, input_size=None, dynamic_size=Fals
     ``force`` allows replacing an existing ``path``. The output path is
     checked before the weights are read.
     """
-    from .convert import load_pretrained
+    from ..convert import load_pretrained
     _import_onnx()
     check_output_path(path, force)
     if Path(weights).suffix == ".onnx":
@@ -689,53 +624,3 @@ def export_weights(weights, path, model=None, input_size=None, dynamic_size=Fals
     net, config = load_pretrained(weights, model)
     proto = export(net, path, input_size, dynamic_size, opset, fold_batch_norm, config)
     return proto, config
-
-
-# --------------------------------------------------------------------------- #
-# Running an exported file
-# --------------------------------------------------------------------------- #
-def load_session(path, device="cpu"):
-    """An onnxruntime session of the file ``path`` and the configuration in its metadata.
-
-    Returns
-    -------
-    session : onnxruntime.InferenceSession
-    config : dict
-        The metadata entries, JSON-decoded: ``image_size``, ``mean``, ``std``,
-        ``num_classes``, and ``resize_shorter``, ``classes``, ``model`` when present.
-    """
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise ImportError("running an ONNX model needs onnxruntime: "
-                          "pip install 'resnet-np[onnx]' (or pip install onnxruntime)") from err
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    providers = {"cpu": ["CPUExecutionProvider"], "gpu": ["CUDAExecutionProvider"]}.get(device)
-    if providers is None:
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    if providers[0] not in onnxruntime.get_available_providers():
-        raise RuntimeError(f"this onnxruntime has no {providers[0]} for device {device!r} "
-                           "(pip install onnxruntime-gpu)")
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3    # errors only: no warnings on the terminal
-    try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-    except Exception as err:   # onnxruntime raises its own exception types for a bad file
-        first_line = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(f"{path}: not a readable ONNX model ({first_line})") from err
-    meta = session.get_modelmeta().custom_metadata_map
-    missing = [key for key in ("image_size", "mean", "std") if key not in meta]
-    if missing:
-        raise ValueError(f"{path}: no {', '.join(missing)} in its metadata, so its "
-                         "preprocessing is unknown; export it with `resnet-np export`")
-    config = {}
-    for key, value in meta.items():
-        try:
-            config[key] = json.loads(value)
-        except ValueError:
-            config[key] = value
-    if "num_classes" not in config:
-        config["num_classes"] = session.get_outputs()[0].shape[1]
-    return session, config
