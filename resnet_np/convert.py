@@ -22,11 +22,21 @@ from .training.checkpoint import (CheckpointError, check_model_config, load_chec
 TORCH_SUFFIXES = (".pth", ".pt")
 # Terminal colour codes that torch puts in some of its messages.
 _ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# torch.load(weights_only=True) refusing a pickle that would build other objects; its
-# message goes on to advise weights_only=False, which would run them: it is not shown.
-_UNSAFE = re.compile(r"weights.only load failed", re.IGNORECASE)
-_UNSAFE_GLOBAL = re.compile(r"(?:Unsupported global|unsupported GLOBAL)[:\s]+(?:GLOBAL\s+)?"
-                            r"([\w.]+)", re.IGNORECASE)
+# torch.load(weights_only=True) failing: on a pickle that would build other objects
+# ("unsupported GLOBAL posix.system"), or on a damaged one. Its message advises
+# weights_only=False, which would run them: that advice is never shown.
+_WEIGHTS_ONLY = re.compile(r"weights.only load failed", re.IGNORECASE)
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL:?\s+([\w.]+)")
+
+
+def _weights_only_detail(text):
+    """The line of torch's weights-only error that says what was wrong, without its advice."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not re.search(r"weights.only|Check the documentation|Please file", line,
+                                  re.IGNORECASE):
+            return line.removeprefix("WeightsUnpickler error:").strip()
+    return "a pickle that torch.load(weights_only=True) refuses"
 
 # (block counts of layer1..4, bottleneck?) -> candidate names; ties are broken
 # by the width of layer1's 3x3 convolution (see _infer_model_name).
@@ -61,13 +71,15 @@ def load_torch_state_dict(path):
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
         text = _ANSI_CODES.sub("", str(err))
-        if isinstance(err, pickle.UnpicklingError) and _UNSAFE.search(text):
+        if isinstance(err, pickle.UnpicklingError) and _WEIGHTS_ONLY.search(text):
             found = _UNSAFE_GLOBAL.search(text)
-            what = f" ({found.group(1)})" if found else ""
-            raise ValueError(f"{path}: refused as unsafe: it holds Python objects{what} "
-                             "besides tensors, and unpickling them could run any code; "
-                             "resnet-np reads only tensors, numbers and strings from a .pth") \
-                from None
+            if found:
+                raise ValueError(f"{path}: refused as unsafe: it asks to build {found.group(1)}, "
+                                 "besides tensors, and unpickling it could run any code; "
+                                 "resnet-np reads only tensors, numbers and strings from a "
+                                 ".pth") from None
+            raise ValueError(f"{path}: not a readable PyTorch weights file "
+                             f"({_weights_only_detail(text)})") from None
         first_line = (text.strip().splitlines() or [""])[0]
         raise ValueError(f"{path}: not a readable PyTorch weights file "
                          f"({type(err).__name__}: {first_line})") from err

@@ -76,16 +76,17 @@ def load_image_folder(root, image_size=32, name=None):
     """
     root = Path(root)
     classes = list_classes(root)
+    files = [_image_files(root / class_name) for class_name in classes]
+    for class_name, listed in zip(classes, files):
+        if not listed:
+            raise ValueError(f"class folder {root / class_name} has no image files")
     if len(classes) < 2:
         raise ValueError(f"image folder {root} has one class subfolder ({classes[0]}); a "
                          "classifier needs at least 2 classes, one subfolder of images each")
     Image = pil_image_module()
     images, labels = [], []
-    for label, class_name in enumerate(classes):
-        files = _image_files(root / class_name)
-        if not files:
-            raise ValueError(f"class folder {root / class_name} has no image files")
-        for path in files:
+    for label, listed in enumerate(files):
+        for path in listed:
             image = load_image(path).resize((image_size, image_size), Image.BILINEAR)
             images.append(np.asarray(image))
             labels.append(label)

@@ -169,8 +169,8 @@ def read_npz(path):
     with open(path, "rb") as f:
         head = f.read(len(ZIP_MAGIC))
     if head != ZIP_MAGIC and head != EMPTY_ZIP_MAGIC:
-        raise CheckpointError(f"{path}: not an .npz file (an .npz is a zip archive, and this "
-                              f"file does not start like one: {_describe_head(head)})")
+        raise CheckpointError(f"{path}: not a readable .npz file: it is not a zip archive, as "
+                              f"every .npz is ({_describe_head(head)})")
     key = None
     try:
         with np.load(path, allow_pickle=False) as npz:
