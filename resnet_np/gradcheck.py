@@ -16,6 +16,15 @@ The loss is ``L = sum(out * g)`` for a fixed random ``g``, whose gradient with
 respect to ``out`` is ``g`` itself. The error of each tensor is relative:
 ``|analytic - numeric| / max(|analytic|, |numeric|, tiny)``.
 
+A ResNet is not differentiable everywhere: a ReLU has a kink at 0 and a max
+pool where two entries of a window tie, and a model has about a million of
+them. A finite difference across a kink measures neither side's slope, so
+:func:`check_model` keeps a direction only if no ReLU and no max pool changes
+its choice within the step (:class:`Decisions`), else it draws another with a
+shorter step, as Chainer's ``check_backward`` guards its checks. Train-mode
+batch norm over very few values per channel is smooth but so curved that no
+step length works: such inputs are refused (:func:`check_input`).
+
 Run ``python -m resnet_np.gradcheck`` for a table, layer by layer.
 """
 import argparse
