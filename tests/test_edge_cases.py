@@ -309,6 +309,15 @@ def test_cifar_protocol_5_loads_and_a_malicious_pickle_is_called_unsafe(tmp_path
     with pytest.raises(ValueError, match="test_batch: refused as unsafe, not loaded") as err:
         load_cifar10(tmp_path, "test")
     assert "corrupt" not in str(err.value)
+    buffers = []        # valid, but its pixels are stored outside the file
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": data, "labels": [1, 2, 3]},
+                                                     protocol=5, buffer_callback=buffers.append))
+    with pytest.raises(ValueError, match="test_batch: a valid pickle, but not one resnet-np "
+                                         "reads: its arrays are out-of-band") as err:
+        load_cifar10(tmp_path, "test")
+    (folder / "test_batch").write_bytes(b"\x80\x05garbage")
+    with pytest.raises(ValueError, match="test_batch: truncated or corrupt CIFAR file"):
+        load_cifar10(tmp_path, "test")
 
 
 # --------------------------------------------------------------------------- #

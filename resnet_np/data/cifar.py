@@ -178,6 +178,14 @@ def _unpickle(raw, source):
         raise ValueError(f"{source}: refused as unsafe, not loaded: the pickle asks to call "
                          f"something no CIFAR file holds ({err}); use the official files "
                          f"from {CIFAR_URL}") from None
+    except pickle.UnpicklingError as err:
+        if "out-of-band" not in str(err):
+            raise ValueError(f"{source}: truncated or corrupt CIFAR file "
+                             f"({type(err).__name__}: {err}); download it again from "
+                             f"{CIFAR_URL}") from err
+        raise ValueError(f"{source}: a valid pickle, but not one resnet-np reads: its arrays "
+                         "are out-of-band buffers of protocol 5, stored elsewhere; pickle "
+                         "it without buffer_callback, or use the official files") from err
     except Exception as err:  # damaged pickles fail in many ways (EOF, KeyError, ...)
         raise ValueError(f"{source}: truncated or corrupt CIFAR file "
                          f"({type(err).__name__}: {err}); download it again from {CIFAR_URL}") from err
