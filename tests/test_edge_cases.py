@@ -172,6 +172,16 @@ def test_a_transposed_classifier_is_named(tmp_path):
         infer_config(state, "t.npz")
 
 
+def test_load_state_dict_calls_a_transposed_matrix_transposed_not_512_classes():
+    model = rn.resnet18(num_classes=1000)
+    state = dict(model.state_dict())
+    state["fc.weight"] = state["fc.weight"].T
+    with pytest.raises(ValueError) as err:
+        model.load_state_dict(state)
+    assert "fc.weight: checkpoint (512, 1000) vs model (1000, 512) (transposed?)" in str(err.value)
+    assert "512 classes" not in str(err.value)
+
+
 def test_weights_may_be_a_run_folder(tmp_path, image, capsys):
     run = tmp_path / "run"
     run.mkdir()

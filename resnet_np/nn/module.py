@@ -286,6 +286,7 @@ class Module:
         missing = [k for k in slots if k not in state_dict]
         unexpected = [k for k in state_dict if k not in slots]
         mismatched, non_numeric, not_float, negative = [], [], [], []
+        transposed = 0
         for key, (module, name) in slots.items():
             if key not in state_dict:
                 continue
@@ -296,7 +297,12 @@ class Module:
             current = member(module, name)
             shape = tuple(getattr(value, "shape", np.shape(value)))
             if shape != tuple(current.shape):
-                mismatched.append(f"{key}: checkpoint {shape} vs model {tuple(current.shape)}")
+                # A transposed matrix (fc.weight as (in, out)) is named as such: a reading of
+                # its first axis as the class count would mislead.
+                flipped = len(shape) == 2 and shape == tuple(current.shape)[::-1]
+                transposed += flipped
+                mismatched.append(f"{key}: checkpoint {shape} vs model {tuple(current.shape)}"
+                                  + (" (transposed?)" if flipped else ""))
             elif current.dtype.kind == "f" and not is_floating(value):
                 not_float.append(f"{key} ({kind_of(value)})")
             elif name == "running_var" and has_negative(value):
@@ -319,8 +325,8 @@ class Module:
             problems.append(f"negative variances in running_var ({len(negative)}): "
                             f"{capped(negative)}")
         if problems:
-            hint = self.describe_state_dict(state_dict) if (missing or unexpected or mismatched) \
-                else None
+            hint = self.describe_state_dict(state_dict) \
+                if (missing or unexpected or mismatched) and not transposed else None
             raise ValueError(f"{type(self).__name__}.load_state_dict: "
                              + " | ".join(([hint] if hint else []) + problems))
         for key, (module, name) in slots.items():
