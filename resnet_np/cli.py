@@ -428,17 +428,18 @@ def _evaluate(args, rest):
 def _evaluation_set(args, config):
     """The dataset to evaluate on: the flags given, else what the weights were trained on."""
     from .data import load_dataset
-    from .training import subset
     name = args.dataset or config.get("dataset")
     if name is None:
         raise ValueError(f"{args.weights} does not say which dataset it was trained on: "
                          "pass --dataset (and --data-dir)")
     data_dir = args.data_dir or (config.get("data_dir") if name == config.get("dataset") else None)
-    dataset = load_dataset(name, data_dir, args.split, args.image_size or config.get("image_size"))
+    # --limit applies before the images are resized: a few large ones need little memory.
+    dataset = load_dataset(name, data_dir, args.split, args.image_size or config.get("image_size"),
+                           limit=args.limit, seed=0)
     if len(dataset.classes) != config["num_classes"]:
         raise ValueError(f"{dataset.name} has {len(dataset.classes)} classes but the model "
                          f"in {args.weights} has {config['num_classes']}")
-    return subset(dataset, args.limit, seed=0)
+    return dataset
 
 
 def _predict(args, rest):

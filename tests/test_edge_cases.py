@@ -273,6 +273,23 @@ def test_images_too_large_for_memory_are_one_line_before_any_allocation(capsys):
     assert not os.path.exists("never-written")
 
 
+def test_evaluate_resizes_only_the_limited_images(tmp_path, monkeypatch, capsys):
+    from resnet_np.data import registry
+    sizes = []
+    resize = registry.resize_images
+    monkeypatch.setattr(registry, "resize_images",
+                        lambda images, size: sizes.append(len(images)) or resize(images, size))
+    ckpt = write_checkpoint(tmp_path / "w.npz", classes=[str(d) for d in range(10)],
+                            edit_config=lambda c: c.update(num_classes=10))
+    state = dict(np.load(ckpt))
+    state.update({k: np.zeros((10,) + v.shape[1:], v.dtype) for k, v in state.items()
+                  if k in ("model/fc.weight", "model/fc.bias")})
+    np.savez(ckpt, **state)
+    assert main(["evaluate", "--weights", str(ckpt), "--limit", "5", "--image-size", "24",
+                 "--no-progress", "--out", str(tmp_path)]) == 0
+    assert sizes == [5] and "5 images" in capsys.readouterr().out
+
+
 def test_limit_is_applied_before_resizing(monkeypatch):
     from resnet_np.data import registry
     from resnet_np.training import subset
