@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         hint = f" (see `{self.prog} --help`)" if self.prog != PROG else ""
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message}{hint}\n")
+        self.exit(EXIT_USAGE, f"{PROG}: error: {printable(message)}{hint}\n")
 
 
 # --------------------------------------------------------------------------- #
@@ -60,6 +60,29 @@ unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 momentum_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+
+
+def weights_path(text):
+    """--weights: a file as given; a training run's folder means its best.npz (said on stderr)."""
+    path = Path(text)
+    if not path.is_dir():
+        return text
+    best = path / "best.npz"
+    if not best.is_file():
+        raise argparse.ArgumentTypeError(
+            f"{printable(text)} is a folder without best.npz; give a weights file"
+            + (f" (it has {printable(str(path / 'last.npz'))})" if (path / "last.npz").is_file()
+               else ""))
+    print(f"{PROG}: using {printable(str(best))}, the best checkpoint of the run in "
+          f"{printable(text)}", file=sys.stderr)
+    return str(best)
+
+
+def printable(text):
+    """``text`` with control characters (newlines, terminal escape codes) escaped as
+    ``\\n``, ``\\x1b``..., so a file or class name cannot break a line or drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
 
 
 # --------------------------------------------------------------------------- #
@@ -242,8 +265,9 @@ def _add_device_flag(group, default="cpu"):
 def _add_weights_flags(parser, weights_group=None):
     """--weights (in ``weights_group``, an exclusive group, if given) and --model."""
     (weights_group or parser).add_argument(
-        "--weights", required=weights_group is None, metavar="PATH",
-        help="a .npz checkpoint or weights file (.pth with PyTorch installed)")
+        "--weights", required=weights_group is None, metavar="PATH", type=weights_path,
+        help="a .npz checkpoint or weights file (.pth with PyTorch installed), or a "
+             "training run's folder (its best.npz)")
     parser.add_argument("--model", choices=list(MODELS), metavar="NAME",
                         help="the architecture expected (default: whatever the weights hold)")
 
@@ -387,32 +411,35 @@ def _evaluate(args, rest):
                         std=config.get("std", IMAGENET_STD))
     result = evaluate(model, loader, args.device, progress=not args.no_progress)
     cm = result.confusion_matrix(len(dataset.classes))
-    print(f"{dataset.name}: {result.count} images, loss {result.loss:.4f}, "
+    classes = [printable(name) for name in dataset.classes]
+    print(f"{printable(dataset.name)}: {result.count} images, loss {result.loss:.4f}, "
           f"{format_accuracy(result.top1, result.top5)}")
-    print(format_report(cm, dataset.classes))
+    print(format_report(cm, classes))
     weights = Path(args.weights)
     out = Path(args.out) if args.out else weights.parent
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"confusion_matrix_{weights.stem}_{args.split}.png"
-    plot_confusion_matrix(cm, dataset.classes, png, title=f"{weights.name} on {dataset.name}")
-    print(f"wrote {png}")
+    plot_confusion_matrix(cm, classes, png, title=f"{printable(weights.name)} on "
+                                                 f"{printable(dataset.name)}")
+    print(f"wrote {printable(png)}")
     return 0
 
 
 def _evaluation_set(args, config):
     """The dataset to evaluate on: the flags given, else what the weights were trained on."""
     from .data import load_dataset
-    from .training import subset
     name = args.dataset or config.get("dataset")
     if name is None:
         raise ValueError(f"{args.weights} does not say which dataset it was trained on: "
                          "pass --dataset (and --data-dir)")
     data_dir = args.data_dir or (config.get("data_dir") if name == config.get("dataset") else None)
-    dataset = load_dataset(name, data_dir, args.split, args.image_size or config.get("image_size"))
+    # --limit applies before the images are resized: a few large ones need little memory.
+    dataset = load_dataset(name, data_dir, args.split, args.image_size or config.get("image_size"),
+                           limit=args.limit, seed=0)
     if len(dataset.classes) != config["num_classes"]:
         raise ValueError(f"{dataset.name} has {len(dataset.classes)} classes but the model "
                          f"in {args.weights} has {config['num_classes']}")
-    return subset(dataset, args.limit, seed=0)
+    return dataset
 
 
 def _predict(args, rest):
@@ -423,13 +450,14 @@ def _predict(args, rest):
 
 
 def _convert(args, rest):
-    from .convert import convert
+    from .convert import check_convertible, convert
     from .training import describe_model
+    check_convertible(args.src)      # before --force: an .npz has nothing to convert
     dst = Path(args.dst) if args.dst else Path(args.src).with_suffix(".npz")
     if dst.exists() and not args.force:
         raise FileExistsError(f"{dst} exists; pass --force to replace it")
     dst, config = convert(args.src, dst, model=args.model)
-    print(f"wrote {dst}: {describe_model(config)}")
+    print(f"wrote {printable(dst)}: {describe_model(config)}")
     return 0
 
 
@@ -441,7 +469,7 @@ def _export(args, rest):
     proto, config = export_weights(args.weights, args.out, args.model, size, args.dynamic_size,
                                    args.opset, args.fold_bn, args.force)
     shape = proto.graph.input[0].type.tensor_type.shape.dim
-    print(f"wrote {args.out}: {describe_model(config)}, opset {args.opset}, input "
+    print(f"wrote {printable(args.out)}: {describe_model(config)}, opset {args.opset}, input "
           + " x ".join(d.dim_param or str(d.dim_value) for d in shape))
     return 0
 
@@ -490,6 +518,8 @@ def main(argv=None):
     except USER_ERRORS as err:
         if args.traceback:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
+        # One line: the message's own line breaks become spaces; a name's control
+        # characters (terminal escape codes) are shown escaped.
+        message = printable(" ".join(str(err).split())) or type(err).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None

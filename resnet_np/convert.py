@@ -9,6 +9,7 @@ it writes loads with NumPy alone.
 The architecture is read from the weights themselves (block type and count,
 group width, number of classes, stem), so no model name is needed.
 """
+import pickle
 import re
 from pathlib import Path
 
@@ -21,6 +22,21 @@ from .training.checkpoint import (CheckpointError, check_model_config, load_chec
 TORCH_SUFFIXES = (".pth", ".pt")
 # Terminal colour codes that torch puts in some of its messages.
 _ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# torch.load(weights_only=True) failing: on a pickle that would build other objects
+# ("unsupported GLOBAL posix.system"), or on a damaged one. Its message advises
+# weights_only=False, which would run them: that advice is never shown.
+_WEIGHTS_ONLY = re.compile(r"weights.only load failed", re.IGNORECASE)
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL:?\s+([\w.]+)")
+
+
+def _weights_only_detail(text):
+    """The line of torch's weights-only error that says what was wrong, without its advice."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not re.search(r"weights.only|Check the documentation|Please file", line,
+                                  re.IGNORECASE):
+            return line.removeprefix("WeightsUnpickler error:").strip()
+    return "a pickle that torch.load(weights_only=True) refuses"
 
 # (block counts of layer1..4, bottleneck?) -> candidate names; ties are broken
 # by the width of layer1's 3x3 convolution (see _infer_model_name).
@@ -54,7 +70,17 @@ def load_torch_state_dict(path):
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        first_line = (_ANSI_CODES.sub("", str(err)).strip().splitlines() or [""])[0]
+        text = _ANSI_CODES.sub("", str(err))
+        if isinstance(err, pickle.UnpicklingError) and _WEIGHTS_ONLY.search(text):
+            found = _UNSAFE_GLOBAL.search(text)
+            if found:
+                raise ValueError(f"{path}: refused as unsafe: it asks to build {found.group(1)}, "
+                                 "besides tensors, and unpickling it could run any code; "
+                                 "resnet-np reads only tensors, numbers and strings from a "
+                                 ".pth") from None
+            raise ValueError(f"{path}: not a readable PyTorch weights file "
+                             f"({_weights_only_detail(text)})") from None
+        first_line = (text.strip().splitlines() or [""])[0]
         raise ValueError(f"{path}: not a readable PyTorch weights file "
                          f"({type(err).__name__}: {first_line})") from err
     if isinstance(content, dict):
@@ -93,12 +119,29 @@ def infer_config(state, source="weights"):
         blocks = tuple(_count_blocks(state, layer) for layer in range(1, 5))
         bottleneck = "layer1.0.conv3.weight" in state
         name = _infer_model_name(state, blocks, bottleneck)
+        _check_classifier(state, blocks, bottleneck, name, source)
         return {"model": name, "num_classes": int(state["fc.weight"].shape[0]),
                 "cifar_stem": tuple(state["conv1.weight"].shape[2:]) == (3, 3),
                 "dtype": _dtype_name(state["conv1.weight"])}
     except KeyError as err:
         raise CheckpointError(f"{source}: not the weights of a ResNet "
                               f"(no {err.args[0]!r} key)") from None
+
+
+def _check_classifier(state, blocks, bottleneck, name, source):
+    """fc.weight must be (num_classes, features), features the width of layer4's output."""
+    last = f"layer4.{blocks[3] - 1}.conv{3 if bottleneck else 2}.weight"
+    features = int(state[last].shape[0])
+    weight = state["fc.weight"]
+    if weight.ndim != 2 or weight.shape[1] != features:
+        hint = "; transposed?" if weight.ndim == 2 and weight.shape[0] == features else ""
+        raise CheckpointError(f"{source}: fc.weight has shape {tuple(weight.shape)}, but a "
+                              f"{name}'s classifier takes {features} features: expected "
+                              f"(num_classes, {features}){hint}")
+    bias = state.get("fc.bias")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise CheckpointError(f"{source}: fc.bias has shape {tuple(bias.shape)} for "
+                              f"{weight.shape[0]} classes in fc.weight")
 
 
 def _dtype_name(array):
@@ -150,7 +193,7 @@ def load_weights(path):
         return state, infer_config(state, path)
     arrays = read_npz(path)
     if "meta" in arrays:
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, states=False)   # the optimizer's state is not needed
         return checkpoint.model_state, checkpoint.config
     state = {key.removeprefix("model/"): value for key, value in arrays.items()}
     return state, infer_config(state, path)
@@ -176,6 +219,13 @@ def load_pretrained(path, model=None, device="cpu"):
     return net.eval(), config
 
 
+def check_convertible(src):
+    """Refuse an ``.npz`` source: it is already in resnet-np's format."""
+    if Path(src).suffix == ".npz":
+        raise ValueError(f"{src} is already a resnet-np .npz file: there is nothing to "
+                         "convert; use it as it is with evaluate, predict, export or --resume")
+
+
 def convert(src, dst=None, model=None):
     """Convert torchvision weights ``src`` (``.pth``) to a resnet-np ``.npz``.
 
@@ -197,9 +247,7 @@ def convert(src, dst=None, model=None):
     """
     src = Path(src)
     dst = src.with_suffix(".npz") if dst is None else Path(dst)
-    if src.suffix == ".npz":
-        raise ValueError(f"{src} is already a resnet-np .npz file: there is nothing to "
-                         "convert; use it as it is with evaluate, predict or --resume")
+    check_convertible(src)
     state = load_torch_state_dict(src)
     config = infer_config(state, src)
     if model is not None:

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from . import backend
+from .cli import printable
 from .convert import load_pretrained
 from .data import imagenet_classes, imagenet_preprocess, load_image, normalize
 from .data.transforms import pil_image_module, to_rgb
@@ -105,7 +106,7 @@ def _read_images(images, topk):
 
 
 def _report(paths, probs, config, topk, verbose):
-    classes = class_names(config)
+    classes = class_names(config, probs.shape[1])
     results = [top_classes(p, classes, topk) for p in probs]
     if verbose:
         for path, result in zip(paths, results):
@@ -147,13 +148,28 @@ def resize_and_crop(image, resize, size, mean, std):
     return imagenet_preprocess(image, resize, tuple(size), mean, std)
 
 
-def class_names(config):
-    """Saved class names, else ImageNet's for 1,000 classes, else the indices."""
-    if config.get("classes"):
-        return list(config["classes"])
-    if config["num_classes"] == 1000:
+def class_names(config, count=None):
+    """Saved class names, else ImageNet's for 1,000 classes, else the indices.
+
+    ``count``: how many classes the model scores (its output's width; default
+    ``config["num_classes"]``). Saved names of another number are an error, as
+    is a configuration that gives neither.
+    """
+    if count is None:
+        if "num_classes" not in config:
+            raise ValueError("the weights' configuration has no num_classes")
+        count = config["num_classes"]
+    names = config.get("classes")
+    if names:
+        if not isinstance(names, (list, tuple)) or len(names) != count:
+            given = f"{len(names)} class names" if isinstance(names, (list, tuple)) \
+                else f"class names of type {type(names).__name__}"
+            raise ValueError(f"the weights' metadata holds {given} for a model of {count} "
+                             "classes")
+        return [str(name) for name in names]
+    if count == 1000:
         return imagenet_classes()
-    return [str(k) for k in range(config["num_classes"])]
+    return [str(k) for k in range(count)]
 
 
 def probabilities(model, batch, device="cpu", batch_size=16):
@@ -182,9 +198,10 @@ def top_classes(probs, classes, k):
 
 
 def format_prediction(path, result):
-    """The lines printed for one image."""
+    """The lines printed for one image; control characters in names are shown escaped."""
+    result = [(i, printable(name), p) for i, name, p in result]
     width = max(len(name) for _, name, _ in result)
-    lines = [str(path)]
+    lines = [printable(path)]
     for rank, (_, name, p) in enumerate(result, 1):
         lines.append(f"  {rank}. {name:<{width}}  {100 * p:6.2f}%")
     return "\n".join(lines)

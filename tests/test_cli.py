@@ -385,7 +385,8 @@ def test_convert_never_runs_code_from_a_pth(capsys, torchvision_resnet18, tmp_pa
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "payload": RunsCode(marker)},
                tmp_path / "evil.pth")
     line = fails(capsys, ["convert", str(tmp_path / "evil.pth")])
-    assert "not a readable PyTorch weights file" in line
+    assert "refused as unsafe: it asks to build io.open" in line
+    assert "weights_only" not in line       # torch's advice, which would run the payload
     assert not marker.exists()
 
 
@@ -395,7 +396,9 @@ def test_convert_errors(capsys, torchvision_resnet18, tmp_path, monkeypatch):
                                                "--model", "resnet50"])
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a torch file")
-    assert "not a readable PyTorch weights file" in fails(capsys, ["convert", str(junk)])
+    line = fails(capsys, ["convert", str(junk)])
+    assert "not a readable PyTorch weights file (Unsupported operand" in line
+    assert "weights_only" not in line
     monkeypatch.setitem(sys.modules, "torch", None)
     assert "needs PyTorch" in fails(capsys, ["convert", str(pth), str(tmp_path / "b.npz")])
     assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()

@@ -145,6 +145,10 @@ def _read_archive(archive, members):
     return found
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle that asks to call something a CIFAR file never needs."""
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """An unpickler that builds only what the CIFAR files contain.
 
@@ -154,12 +158,14 @@ class _CifarUnpickler(pickle.Unpickler):
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"),    # NumPy 1 pickles
                ("numpy._core.multiarray", "_reconstruct"),   # NumPy 2 pickles
+               ("numpy.core.numeric", "_frombuffer"),        # protocol 5 (NumPy 1, 2)
+               ("numpy._core.numeric", "_frombuffer"),
                ("numpy", "ndarray"), ("numpy", "dtype"),
                ("_codecs", "encode")}                         # bytes in Python 3 protocol 2
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+            raise UnsafePickleError(f"unexpected object {module}.{name}")
         return super().find_class(module, name)
 
 
@@ -168,6 +174,18 @@ def _unpickle(raw, source):
     try:
         # Python 2 wrote these files: its byte strings must stay bytes.
         content = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except UnsafePickleError as err:
+        raise ValueError(f"{source}: refused as unsafe, not loaded: the pickle asks to call "
+                         f"something no CIFAR file holds ({err}); use the official files "
+                         f"from {CIFAR_URL}") from None
+    except pickle.UnpicklingError as err:
+        if "out-of-band" not in str(err):
+            raise ValueError(f"{source}: truncated or corrupt CIFAR file "
+                             f"({type(err).__name__}: {err}); download it again from "
+                             f"{CIFAR_URL}") from err
+        raise ValueError(f"{source}: a valid pickle, but not one resnet-np reads: its arrays "
+                         "are out-of-band buffers of protocol 5, stored elsewhere; pickle "
+                         "it without buffer_callback, or use the official files") from err
     except Exception as err:  # damaged pickles fail in many ways (EOF, KeyError, ...)
         raise ValueError(f"{source}: truncated or corrupt CIFAR file "
                          f"({type(err).__name__}: {err}); download it again from {CIFAR_URL}") from err

@@ -38,6 +38,16 @@ def list_classes(root):
     return classes
 
 
+def count_images(root):
+    """How many image files ``root/<class>/`` holds (names starting with ``.`` skipped)."""
+    root = Path(root)
+    return sum(len(_image_files(root / name)) for name in list_classes(root))
+
+
+def _image_files(folder):
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def load_image_folder(root, image_size=32, name=None):
     """Load every image under ``root/<class>/`` into a :class:`Dataset`.
 
@@ -61,18 +71,22 @@ def load_image_folder(root, image_size=32, name=None):
     FileNotFoundError
         ``root`` does not exist.
     ValueError
-        No class subfolders, an empty class folder, or a file that is not an image.
+        No class subfolders or only one (a classifier of one class learns
+        nothing), an empty class folder, or a file that is not an image.
     """
     root = Path(root)
     classes = list_classes(root)
+    files = [_image_files(root / class_name) for class_name in classes]
+    for class_name, listed in zip(classes, files):
+        if not listed:
+            raise ValueError(f"class folder {root / class_name} has no image files")
+    if len(classes) < 2:
+        raise ValueError(f"image folder {root} has one class subfolder ({classes[0]}); a "
+                         "classifier needs at least 2 classes, one subfolder of images each")
     Image = pil_image_module()
     images, labels = [], []
-    for label, class_name in enumerate(classes):
-        files = sorted(p for p in (root / class_name).iterdir()
-                       if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise ValueError(f"class folder {root / class_name} has no image files")
-        for path in files:
+    for label, listed in enumerate(files):
+        for path in listed:
             image = load_image(path).resize((image_size, image_size), Image.BILINEAR)
             images.append(np.asarray(image))
             labels.append(label)

@@ -19,6 +19,18 @@ def is_numeric(value):
     return kind in "biuf"
 
 
+def is_floating(value):
+    """True for a NumPy/CuPy array or torch tensor of floating-point numbers."""
+    dtype = value.dtype
+    kind = getattr(dtype, "kind", None)
+    return dtype.is_floating_point if kind is None else kind == "f"
+
+
+def has_negative(value):
+    """True if an array or tensor holds a value below 0."""
+    return bool((value < 0).any())
+
+
 def kind_of(value):
     """'dtype <U1' for an array, the type's name for anything else."""
     dtype = getattr(value, "dtype", None)

@@ -15,13 +15,15 @@ import contextlib
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import backend
 from ..functional._checks import describe_non_array, is_array
-from ._state import capped, is_numeric, kind_of, member, strip_data_parallel_prefix
+from ._state import (capped, has_negative, is_floating, is_numeric, kind_of, member,
+                     strip_data_parallel_prefix)
 
 _state = threading.local()      # per thread, as torch's grad mode: enabled, depth
 _weights = {"version": 0}       # bumped wherever weights may change: see weights_changed()
@@ -268,16 +270,23 @@ class Module:
         With ``strict`` (the default), missing keys, unexpected keys and shape
         mismatches are all listed in one ``KeyError``-free ``ValueError`` (the
         first few of each and how many more); shape mismatches and non-numeric
-        values are errors even when ``strict=False``. A checkpoint saved from a
-        ``DataParallel`` wrapper (every key starts with ``module.``) loads with
-        that prefix stripped. Returns ``(missing_keys, unexpected_keys)``.
+        values are errors even when ``strict=False``, as are integer or boolean
+        values for a floating-point parameter or buffer and a negative
+        ``running_var``. A checkpoint saved from a ``DataParallel`` wrapper
+        (every key starts with ``module.``) loads with that prefix stripped.
+        Returns ``(missing_keys, unexpected_keys)``.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{type(self).__name__}.load_state_dict: expected a state_dict "
+                            "(a mapping of parameter names to arrays), got "
+                            f"{type(state_dict).__name__}")
         weights_changed()
         slots = self._slots()
         state_dict = strip_data_parallel_prefix(state_dict, slots)
         missing = [k for k in slots if k not in state_dict]
         unexpected = [k for k in state_dict if k not in slots]
-        mismatched, non_numeric = [], []
+        mismatched, non_numeric, not_float, negative = [], [], [], []
+        transposed = 0
         for key, (module, name) in slots.items():
             if key not in state_dict:
                 continue
@@ -288,7 +297,16 @@ class Module:
             current = member(module, name)
             shape = tuple(getattr(value, "shape", np.shape(value)))
             if shape != tuple(current.shape):
-                mismatched.append(f"{key}: checkpoint {shape} vs model {tuple(current.shape)}")
+                # A transposed matrix (fc.weight as (in, out)) is named as such: a reading of
+                # its first axis as the class count would mislead.
+                flipped = len(shape) == 2 and shape == tuple(current.shape)[::-1]
+                transposed += flipped
+                mismatched.append(f"{key}: checkpoint {shape} vs model {tuple(current.shape)}"
+                                  + (" (transposed?)" if flipped else ""))
+            elif current.dtype.kind == "f" and not is_floating(value):
+                not_float.append(f"{key} ({kind_of(value)})")
+            elif name == "running_var" and has_negative(value):
+                negative.append(key)
         problems = []
         if strict and missing:
             problems.append(f"missing keys ({len(missing)}): {capped(missing)}")
@@ -300,9 +318,15 @@ class Module:
         if non_numeric:
             problems.append(f"values that are not numeric arrays ({len(non_numeric)}): "
                             f"{capped(non_numeric)}")
+        if not_float:
+            problems.append(f"integer or boolean values for floating-point weights "
+                            f"({len(not_float)}): {capped(not_float)}")
+        if negative:
+            problems.append(f"negative variances in running_var ({len(negative)}): "
+                            f"{capped(negative)}")
         if problems:
-            hint = self.describe_state_dict(state_dict) if (missing or unexpected or mismatched) \
-                else None
+            hint = self.describe_state_dict(state_dict) \
+                if (missing or unexpected or mismatched) and not transposed else None
             raise ValueError(f"{type(self).__name__}.load_state_dict: "
                              + " | ".join(([hint] if hint else []) + problems))
         for key, (module, name) in slots.items():
@@ -394,10 +418,11 @@ class Module:
     def _pop_cache(self):
         """Return the latest forward's cache and forget it, so it is used exactly once."""
         if not self._caches:
-            raise RuntimeError(
-                f"{self.name} ({type(self).__name__}): backward called without a forward "
-                "to match (backward before forward, backward twice after one forward, "
-                "or a forward run under no_grad())")
+            err = RuntimeError("backward called without a forward to match (backward before "
+                               "forward, backward twice after one forward, or a forward run "
+                               "under no_grad())")
+            _relocate(err, self)          # named once, here: the caller's backward adds nothing
+            raise err
         return self._caches.pop().cache
 
     def extra_repr(self):

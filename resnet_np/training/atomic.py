@@ -7,6 +7,7 @@ one step. A crash, a full disk or a Ctrl-C before that point leaves the old
 file untouched and removes the temporary one.
 """
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -28,10 +29,20 @@ def atomic_write(path, mode="wb"):
     file object
         Write the whole new content to it. If the block raises, the
         destination is left as it was.
+
+    Raises
+    ------
+    OSError
+        Of the same type and errno as the system's, with a message that names
+        ``path`` and the cause (its folder is gone, the disk is full...), not
+        the temporary file's name.
     """
     path = Path(path)
     prefix, suffix = temp_name_pattern(path.name).split("*")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    except OSError as err:
+        raise _naming(err, path) from err
     try:
         # mkstemp makes the file private (0600); give it the usual permissions.
         os.chmod(tmp, 0o666 & ~_umask())
@@ -41,11 +52,31 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise _naming(err, path) from err
         raise
     _fsync_folder(path.parent)
+
+
+def _naming(err, path):
+    """``err`` (an OSError) again, its message naming what was being written and why."""
+    folder = path.parent
+    if err.errno == errno.ENOENT and not folder.is_dir():
+        cause = f"its folder {folder} does not exist (deleted or moved?)"
+    elif err.errno == errno.ENOSPC:
+        cause = f"no space left on the device holding {folder}"
+    elif err.errno == errno.EDQUOT:
+        cause = f"disk quota exceeded on {folder}"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = f"{err.strerror.lower()} in {folder}"
+    else:
+        cause = f"{err.strerror or err} (in {folder})"
+    named = type(err)(f"cannot write {path}: {cause}")
+    named.errno = err.errno        # str(named) stays the message above
+    return named
 
 
 def temp_name_pattern(name):

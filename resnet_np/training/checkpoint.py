@@ -166,12 +166,14 @@ def read_npz(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if head != ZIP_MAGIC and head != EMPTY_ZIP_MAGIC:
+        raise CheckpointError(f"{path}: not a readable .npz file: it is not a zip archive, as "
+                              f"every .npz is ({_describe_head(head)})")
     key = None
     try:
-        content = np.load(path, allow_pickle=False)
-        if not isinstance(content, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with content as npz:
+        with np.load(path, allow_pickle=False) as npz:
             arrays = {}
             for key in npz.files:
                 arrays[key] = npz[key]
@@ -185,15 +187,34 @@ def read_npz(path):
                               f"({type(err).__name__}: {err})") from err
 
 
-def load_checkpoint(path):
+# Every .npz starts as a zip archive does: a local file header, or the end record of
+# an empty archive.
+ZIP_MAGIC, EMPTY_ZIP_MAGIC = b"PK\x03\x04", b"PK\x05\x06"
+
+
+def _describe_head(head):
+    if not head:
+        return "it is empty"
+    if head.startswith(b"\x93NUMPY"[:len(head)]):
+        return "it is a single .npy array"
+    return f"it starts with {head!r}"
+
+
+def load_checkpoint(path, states=True):
     """Read a checkpoint written by :func:`save_checkpoint`.
+
+    ``states=False`` leaves out the optimizer, schedule, loader, generator and
+    scaler states (they stay None): enough to use the weights, and a
+    checkpoint whose states are damaged or missing still loads.
 
     Raises
     ------
     FileNotFoundError
         No such file.
     CheckpointError
-        Not a readable ``.npz``, or not one this package wrote.
+        Not a readable ``.npz``, not one this package wrote, a configuration
+        that does not say which model it holds, or (with ``states``) a state
+        whose arrays are missing.
     """
     arrays = read_npz(path)
     if "meta" not in arrays:
@@ -208,16 +229,47 @@ def load_checkpoint(path):
     if meta.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {meta['version']} is newer than "
                               f"this resnet-np reads ({VERSION}); upgrade resnet-np")
+    check_config(meta["config"], path)
     model_state = {key[len("model/"):]: value for key, value in arrays.items()
                    if key.startswith("model/")}
-    states = meta.get("states", {})
-    optimizer, scheduler, loader, rng, scaler = (
-        _unpack(states.get(name), arrays)
-        for name in ("optimizer", "scheduler", "loader", "rng", "scaler"))
-    return Checkpoint(path=str(path), model_state=model_state, config=meta["config"],
-                      optimizer=optimizer, scheduler=scheduler, loader=loader, rng=rng,
-                      scaler=scaler,
-                      progress=meta.get("progress", {}))
+    checkpoint = Checkpoint(path=str(path), model_state=model_state, config=meta["config"],
+                            progress=meta.get("progress", {}))
+    if states:
+        packed = meta.get("states") or {}
+        for name in ("optimizer", "scheduler", "loader", "rng", "scaler"):
+            try:
+                setattr(checkpoint, name, _unpack(packed.get(name), arrays))
+            except KeyError as err:
+                raise CheckpointError(
+                    f"{path}: the {name} state is incomplete (no entry {err.args[0]!r}); "
+                    "the weights still serve evaluate, predict and export, but the run "
+                    "cannot be resumed from this file") from None
+    return checkpoint
+
+
+def check_config(config, source):
+    """Raise a CheckpointError unless ``config`` names a model and its classes.
+
+    The model name and a positive ``num_classes`` are needed to build the
+    model; ``classes``, when present, must name each of the ``num_classes``.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: the checkpoint's config is a "
+                              f"{type(config).__name__}, not a dict")
+    missing = [key for key in ("model", "num_classes") if key not in config]
+    if missing:
+        raise CheckpointError(f"{source}: the checkpoint's config lacks "
+                              f"{' and '.join(map(repr, missing))}; it does not say which "
+                              "model its weights are")
+    num_classes = config["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise CheckpointError(f"{source}: the checkpoint's num_classes is {num_classes!r}, "
+                              "not a positive integer")
+    classes = config.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) != num_classes):
+        count = f"{len(classes)} class names" if isinstance(classes, list) else repr(classes)
+        raise CheckpointError(f"{source}: the checkpoint's classes are {count} for "
+                              f"{num_classes} classes")
 
 
 # --------------------------------------------------------------------------- #
@@ -260,7 +312,20 @@ def restore_model(model, state, source, what="the model"):
                                    ("shape mismatches, file vs model", shapes)) if keys]
     if problems:
         raise CheckpointError(f"{source} does not fit {what}: " + "; ".join(problems))
+    check_finite(state, source)
     model.load_state_dict(state)
+
+
+def check_finite(state, source):
+    """Raise a CheckpointError naming the tensors of ``state`` that hold NaN or inf.
+
+    Such weights (a run that diverged, a damaged file) would make every
+    prediction NaN; they are refused before they are used.
+    """
+    bad = non_finite_entries(state)
+    if bad:
+        raise CheckpointError(f"{source}: NaN or infinite weights in {_first(bad)}; "
+                              "refusing to use them")
 
 
 def _first(items, count=3):
