@@ -4,7 +4,9 @@ Every layer takes its array module ``xp`` from its inputs with
 :func:`get_array_module`, so the same maths runs on either device. The only
 place that imports CuPy is this file; on the GPU the layers run CuPy's own
 array operations and cuBLAS (the hand-written kernels of :mod:`resnet_np.kernels`
-stand beside them).
+stand beside them). With ``RESNET_NP_CUPY_STANDIN=1`` the strict stand-in of
+:mod:`resnet_np.cupy_standin` takes CuPy's place: the GPU code paths then run on
+NumPy, with CuPy's rules enforced, on a machine without a GPU.
 
 Defaults: float32 everywhere; float64 on request (``dtype="float64"``) for
 gradient checks. Arrays keep the dtype they are given: no layer upcasts.
@@ -17,10 +19,15 @@ import sys
 
 import numpy as np
 
-try:  # any installed cupy-cuda* wheel provides the module ``cupy``
-    import cupy as _cupy
-except Exception:  # ImportError, or a CUDA library that fails to load
-    _cupy = None
+from . import cupy_standin
+
+if cupy_standin.requested():  # RESNET_NP_CUPY_STANDIN=1: the GPU code paths on NumPy
+    _cupy = cupy_standin
+else:
+    try:  # any installed cupy-cuda* wheel provides the module ``cupy``
+        import cupy as _cupy
+    except Exception:  # ImportError, or a CUDA library that fails to load
+        _cupy = None
 
 SUPPORTED_DTYPES = ("float32", "float64")
 
@@ -37,6 +44,11 @@ def get_array_module(*arrays):
     if _cupy is not None:
         return _cupy.get_array_module(*arrays)
     return np
+
+
+def uses_standin():
+    """Whether the CuPy of this process is the stand-in (RESNET_NP_CUPY_STANDIN=1)."""
+    return _cupy is cupy_standin
 
 
 def gpu_available():

@@ -1,5 +1,10 @@
 """Shared test setup: GPU tests are skipped, with the reason, where no GPU is usable, and
-the ``xp`` fixture runs a test on every backend."""
+the ``xp`` fixture runs a test on every backend.
+
+With ``RESNET_NP_CUPY_STANDIN=1`` the GPU tests run on the strict CuPy stand-in of
+resnet_np.cupy_standin (NumPy on the CPU, CuPy's rules enforced); the few that need the real
+CUDA libraries skip themselves there with the reason (see ``needs_real_cuda``).
+"""
 import numpy as np
 import pytest
 
@@ -26,13 +31,29 @@ def xp(request):
 
 
 def _cupy_or_skip():
-    cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy")
+    if backend._cupy is None:
+        pytest.skip("the GPU tests need CuPy (or RESNET_NP_CUPY_STANDIN=1)")
     if not backend.gpu_available():
         pytest.skip("CuPy found no CUDA device")
-    return cupy
+    return backend._cupy
 
 
 @pytest.fixture(scope="module")
 def cp():
-    """The ``cupy`` module, imported only here (never at collection time)."""
+    """The ``cupy`` module (or its stand-in), taken from resnet_np.backend, never imported
+    at collection time."""
     return _cupy_or_skip()
+
+
+def needs_real_cuda(what):
+    """Skip, with the reason, on the CuPy stand-in: ``what`` needs the real CUDA libraries."""
+    if backend.uses_standin():
+        pytest.skip(f"{what} needs a real GPU: the CuPy stand-in does not emulate it")
+
+
+@pytest.fixture(autouse=True)
+def _standin_record():
+    """Each test starts with an empty stand-in record (syncs, products, launches)."""
+    if backend.uses_standin():
+        backend._cupy.record.clear()
+    yield

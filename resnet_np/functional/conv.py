@@ -39,12 +39,11 @@ padded input back onto the input.
 """
 from typing import NamedTuple
 
-from .. import backend
+from .. import backend, dispatch
 from ._checks import (check_array, check_float, check_image_dout, check_image_rank,
                       check_positive, check_rank, check_same_dtype, output_size, pair)
 from .padding import Pad2dCache, check_padding_mode, pad2d_backward, pad2d_forward, source_index
-from .winograd import (WinogradCache, winograd_conv3x3_backward, winograd_conv3x3_forward,
-                       winograd_tile)
+from .winograd import WinogradCache, winograd_conv3x3_backward, winograd_conv3x3_forward
 
 
 class ConvGeometry(NamedTuple):
@@ -251,7 +250,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     g = _geometry(x, w, stride, pads, dilation, groups)
     if b is not None and tuple(b.shape) != (g.K,):
         raise ValueError(f"conv2d: bias has shape {tuple(b.shape)}, expected ({g.K},)")
-    m = winograd_tile(x, g, winograd) if winograd else 0
+    m = dispatch.conv_algorithm(x, g, winograd).tile
     if m:
         out, winograd = winograd_conv3x3_forward(x, w, g.padding, m)
         if b is not None:
@@ -259,7 +258,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
         cache = Conv2dCache(g, w, b is not None, None, pad, unbatched, winograd)
         return (out[0] if unbatched else out), cache
     x_nhwc = x.transpose(0, 2, 3, 1)
-    cols = im2col(x_nhwc, g.R, g.S, g.stride, g.padding, g.dilation, g.G)
+    cols = dispatch.call("im2col", x_nhwc, g.R, g.S, g.stride, g.padding, g.dilation, g.G)
     w_mat = _weight_matrix(w, g.G)
     out = backend.matmul(cols.transpose(1, 0, 2), w_mat.transpose(0, 2, 1))  # (G, NPQ, K/G)
     out = out.transpose(1, 0, 2).reshape(g.N * g.P * g.Q, g.K)
@@ -295,19 +294,19 @@ def conv2d_backward(dout, cache, input_grad=True):
         return (dx[0] if cache.unbatched and dx is not None else dx), dw, db
     cols = cache.cols
     if cols is None:
-        cols = im2col(cache.x_nhwc, R, S, g.stride, g.padding, g.dilation, G)
+        cols = dispatch.call("im2col", cache.x_nhwc, R, S, g.stride, g.padding, g.dilation, G)
     dw_mat = backend.matmul(dout_mat.transpose(1, 2, 0), cols.transpose(1, 0, 2))
     del cols                    # free unrolled columns before dx allocates its own
     Cg = w.shape[1]
     dw = dw_mat.reshape(G, K // G, R, S, Cg).transpose(0, 1, 4, 2, 3).reshape(w.shape)
     if not input_grad:
         return None, dw, db
-    if _transposed_conv_is_faster(g):
+    if dispatch.conv_input_grad(g).implementation == "transposed convolution":
         dx = _input_grad_by_transposed_conv(dout, w, g)
     else:
         dcols = backend.matmul(dout_mat.transpose(1, 0, 2), _weight_matrix(w, G))  # (G, NPQ, RSC/G)
-        dx = col2im(dcols.transpose(1, 0, 2), (N, H, W, C), R, S, g.stride, g.padding,
-                    g.dilation, G).transpose(0, 3, 1, 2)
+        dx = dispatch.call("col2im", dcols.transpose(1, 0, 2), (N, H, W, C), R, S, g.stride,
+                           g.padding, g.dilation, G).transpose(0, 3, 1, 2)
     if cache.pad is not None:
         dx = pad2d_backward(dx, cache.pad)
     return (dx[0] if cache.unbatched else dx), dw, db

@@ -66,46 +66,24 @@ from functools import lru_cache
 from math import gcd, lcm
 from typing import NamedTuple
 
-import contextlib
-import os
-
 import numpy as np
 
 from .. import backend
+from ..dispatch import use_winograd  # noqa: F401  (the switch, kept importable from here)
 
 # Interpolation points of F(m, 3), infinity implied: the usual, best-conditioned choices.
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, -2)}
 
 
 # --------------------------------------------------------------------------- #
-# When conv2d uses it
+# When conv2d uses it (the switch and the policy: resnet_np.dispatch)
 # --------------------------------------------------------------------------- #
-_enabled = {"on": os.environ.get("RESNET_NP_WINOGRAD", "1") != "0", "mode": None}
-
-
-@contextlib.contextmanager
-def use_winograd(enabled=True):
-    """Within this context conv2d uses Winograd where :func:`winograd_tile` picks it
-    (True, the default; ``RESNET_NP_WINOGRAD=0`` in the environment turns it off), never
-    (False), or with one mode, "fast" or "accurate", wherever Winograd is asked for,
-    training included (to measure what the other mode would do)."""
-    if enabled not in (True, False, "fast", "accurate"):
-        raise ValueError(f"use_winograd: enabled must be True, False, 'fast' or 'accurate', "
-                         f"got {enabled!r}")
-    old = dict(_enabled)
-    _enabled.update(on=enabled is not False, mode=enabled if isinstance(enabled, str) else None)
-    try:
-        yield
-    finally:
-        _enabled.update(old)
-
-
 def winograd_tile(x, g, mode="fast"):
-    """The output tile side m of the Winograd algorithm conv2d uses for input ``x`` and
-    geometry ``g`` (a ConvGeometry), or 0 for im2col.
+    """The output tile side m of the Winograd algorithm for input ``x`` and geometry ``g``
+    (a ConvGeometry), or 0 for im2col: the shape rule :func:`resnet_np.dispatch.conv_algorithm`
+    applies on NumPy while Winograd is on (``use_winograd``, RESNET_NP_WINOGRAD).
 
-    Only 3x3, stride 1, dilation 1, one group, zero padding of at most 2, on NumPy
-    (on a GPU the generic path has not been measured against it). ``mode``:
+    Only 3x3, stride 1, dilation 1, one group, zero padding of at most 2. ``mode``:
 
     "fast"      the fastest measured: F(4x4) on maps of 28x28 or more, F(2x2) down
                 to 7x7 (nn.Conv2d in inference, where no backward compounds the rounding)
@@ -115,9 +93,6 @@ def winograd_tile(x, g, mode="fast"):
 
     benchmarks/winograd.py prints the figures behind these bounds.
     """
-    if not _enabled["on"] or backend.get_array_module(x) is not np:
-        return 0
-    mode = _enabled["mode"] or mode
     if (g.R, g.S, g.stride, g.dilation, g.G) != (3, 3, (1, 1), (1, 1), 1):
         return 0
     if max(max(p) for p in g.padding) > 2:

@@ -27,23 +27,39 @@ class SoftmaxXentKernelCache(NamedTuple):
 
 
 def softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing=0.0, version="block",
-                                      launcher=None):
-    """The kernel twin of functional.softmax_cross_entropy_forward -> loss (0-d), cache."""
+                                      launcher=None, *, weight=None, ignore_index=-100,
+                                      reduction="mean"):
+    """The kernel twin of functional.softmax_cross_entropy_forward -> loss (0-d), cache.
+
+    Covers the mean loss over class indices without class weights; labels equal to
+    ``ignore_index`` raise :class:`resnet_np.dispatch.NotCovered` (the dispatch then takes
+    the generic code). The labels are checked where they are: NumPy labels on the host,
+    device labels with one host sync (an out-of-range label would read out of bounds).
+    """
+    from ..dispatch import NotCovered
     layer = "softmax_cross_entropy"
     check_rank(layer, logits, 2, "logits (N, M)")
     check_float(layer, logits)
     if version not in ("rows", "block"):
         raise ValueError(f"{layer}: version must be 'rows' or 'block', got {version!r}")
+    if weight is not None or reduction != "mean":
+        raise ValueError(f"{layer}: the kernel takes the mean loss without class weights")
     launcher = launcher or cuda_launcher()
     xp = backend.get_array_module(logits)
-    labels = backend.to_device(labels, backend.device_of(logits))
     N, M = logits.shape
-    if labels.shape != (N,) or labels.dtype.kind not in "iu":
+    if getattr(labels, "shape", None) != (N,) or labels.dtype.kind not in "iu":
         raise ValueError(f"{layer}: labels must be integers of shape ({N},), got shape "
-                         f"{tuple(labels.shape)} and dtype {labels.dtype}")
-    if N and bool(((labels < 0) | (labels >= M)).any()):     # the kernel would read out of bounds
+                         f"{tuple(getattr(labels, 'shape', ()))} and dtype "
+                         f"{getattr(labels, 'dtype', type(labels).__name__)}")
+    lx = backend.get_array_module(labels)
+    bad, ignored = backend.to_numpy(lx.stack([((labels < 0) | (labels >= M)).any(),
+                                              (labels == ignore_index).any()]))   # one sync
+    if ignored:
+        raise NotCovered("labels equal to ignore_index")
+    if N and bad:                                   # the kernel would read out of bounds
         raise ValueError(f"{layer}: labels must lie in [0, {M}), got values in "
                          f"[{int(labels.min())}, {int(labels.max())}]")
+    labels = backend.to_device(labels, backend.device_of(logits))
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{layer}: label_smoothing must be in [0, 1], got {label_smoothing}")
     if N == 0 or M == 0:
@@ -77,6 +93,6 @@ def softmax_cross_entropy_backward_gpu(dloss, cache, launcher=None):
     dlogits = xp.empty_like(p)
     grid, block = grid_1d(p.size, launcher)
     launcher.launch("softmax_xent_backward", p.dtype, grid, block,
-                    [p, labels, dlogits, N, M, float(eps), float(dloss) / N],
+                    [p, labels, dlogits, N, M, float(eps), float(dloss) / N],   # dloss: a float
                     choose_index(launcher, p))
     return dlogits

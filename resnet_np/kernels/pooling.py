@@ -27,10 +27,13 @@ class MaxPoolKernelCache(NamedTuple):
     padding: tuple        # (ph, pw)
 
 
-def max_pool2d_forward_gpu(x, kernel_size, stride=None, padding=0, launcher=None):
+def max_pool2d_forward_gpu(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                           launcher=None):
     """The kernel twin of functional.max_pool2d_forward: x (N, C, H, W) -> out (N, C, P, Q),
-    cache."""
+    cache. Without dilation or ceil_mode (every ResNet's pool)."""
     layer = "max_pool2d"
+    if dilation not in (1, (1, 1)) or ceil_mode:
+        raise ValueError(f"{layer}: the kernel takes neither dilation nor ceil_mode")
     check_rank(layer, x, 4, "(N, C, H, W)")
     check_float(layer, x)
     R, S = pair(kernel_size, "kernel_size")

@@ -5,11 +5,12 @@ backward adds the parameter gradients into ``Parameter.grad`` and returns the
 gradient of the input. Parameters are created in ``dtype`` (float32 unless
 asked) with torch's default initialisation, from ``resnet_np.backend.rng()``.
 """
+import functools
 import math
 
 import numpy as np
 
-from .. import backend
+from .. import backend, dispatch
 from .. import functional as F
 from ..functional._checks import pair
 from ..functional.conv import conv_padding
@@ -61,13 +62,11 @@ class Conv2d(Module):
         in for inference: see resnet_np.models.resnet.conv_bn)."""
         weight, bias = folded if folded is not None else (
             self.weight.data, None if self.bias is None else self.bias.data)
-        # Training: F(2x2) Winograd where it is faster than im2col, its float32 rounding
-        # being im2col's (the model's gradients as close to the float64 truth, over seeds:
-        # benchmarks/float32_accuracy.py); F(4x4)'s larger rounding only in inference.
+        # Winograd's mode for training or inference, and whether it runs: resnet_np.dispatch
         out, cache = F.conv2d_forward(x, weight, bias,
                                       self.stride, self.padding, self.dilation, self.groups,
                                       self.padding_mode,
-                                      winograd="accurate" if is_grad_enabled() else "fast")
+                                      winograd=dispatch.winograd_mode(is_grad_enabled()))
         self._save(cache)
         return out
 
@@ -149,15 +148,15 @@ class BatchNorm2d(Module):
                 factor = 1.0 / float(self.num_batches_tracked)
         # Without running statistics eval mode too normalises with the batch's, as torch.
         use_batch_stats = self.training or not self.track_running_stats
-        out, cache = F.batch_norm2d_forward(
-            x, None if self.weight is None else self.weight.data,
+        out, cache = dispatch.call(
+            "batch_norm2d_forward", x, None if self.weight is None else self.weight.data,
             None if self.bias is None else self.bias.data,
             self.running_mean, self.running_var, use_batch_stats, factor, self.eps)
         self._save(cache)
         return out
 
     def backward(self, dout):
-        dx, dgamma, dbeta = F.batch_norm2d_backward(dout, self._pop_cache())
+        dx, dgamma, dbeta = dispatch.backward("batch_norm2d_backward", dout, self._pop_cache())
         if self.weight is not None:
             self.weight.accumulate_grad(dgamma)
         if self.bias is not None:
@@ -202,8 +201,10 @@ class MaxPool2d(Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, x):
-        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                          self.dilation, self.ceil_mode)
+        pool = F.max_pool2d_forward if self.return_indices else functools.partial(
+            dispatch.call, "max_pool2d_forward")         # the indices need the generic cache
+        out, cache = pool(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                          self.ceil_mode)
         if self.return_indices:
             cache = cache._replace(argmax=F.max_pool2d_winners(cache))
             indices = F.max_pool2d_indices(cache)
@@ -211,7 +212,7 @@ class MaxPool2d(Module):
         return (out, indices) if self.return_indices else out
 
     def backward(self, dout):
-        return F.max_pool2d_backward(dout, self._pop_cache())
+        return dispatch.backward("max_pool2d_backward", dout, self._pop_cache())
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -326,15 +327,16 @@ class CrossEntropyLoss:
         self._cache = None
 
     def __call__(self, logits, target):
-        loss, self._cache = F.softmax_cross_entropy_forward(
-            logits, target, self.label_smoothing, weight=self.weight,
+        loss, self._cache = dispatch.call(
+            "softmax_cross_entropy_forward", logits, target, self.label_smoothing,
+            weight=self.weight,
             ignore_index=self.ignore_index, reduction=self.reduction)
         return loss
 
     def backward(self, dloss=1.0):
         if self._cache is None:
             raise RuntimeError("CrossEntropyLoss: backward called without a forward to match")
-        dlogits = F.softmax_cross_entropy_backward(dloss, self._cache)
+        dlogits = dispatch.backward("softmax_cross_entropy_backward", dloss, self._cache)
         self._cache = None
         return dlogits
 
