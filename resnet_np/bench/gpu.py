@@ -1,53 +1,33 @@
-"""The GPU check: kernel tests, kernels against the generic code, models, layers and
-compute-sanitizer, in one command that fits in 300 s.
+"""The GPU check, in one command that fits in 300 s: ``benchmarks/gpu_check.sh OUT``.
 
-    benchmarks/gpu_check.sh OUT            # on a CUDA GPU
-    benchmarks/gpu_check.sh OUT --dry-run  # every step on tiny shapes, in under 2 minutes
-
-The parts, in this order (what matters most first, so that a cut loses the least):
-
-    tests      ``python -m pytest -m gpu``: the kernels' correctness
-    check      every layer shape the layers part times, and the loss, forward and
-               backward through the CUDA kernels and through the generic CuPy code on
-               the same inputs: the largest relative difference
-    models     ResNet-50 and ResNet-101 at batch 64 and 128, 224x224, inference and a
-               train step in float32 (TF32 off), TF32 and mixed precision (float16 with
-               loss scaling), resnet-np against torchvision with cuDNN: images/s, and
-               the peak GPU memory of the second run on both sides
-    layers     every distinct ResNet-50 layer shape at batch 32, forward and backward:
-               generic CuPy, the kernels, cuDNN
-    sanitizer  compute-sanitizer's racecheck and synccheck over a launch of every kernel
-               (the ones with barriers among them), where compute-sanitizer is installed
-
-Each part gets its share of what is left of the budget, so time an earlier part did not
-use goes to the later ones; its jobs run in child processes killed at their time
-(:mod:`.runs`), so a part that overruns is cut and loses only what it had not finished.
-After every part OUT holds report.md and results.tar.gz (the CSVs, plots, test and
-sanitizer logs), so even a kill from outside leaves a report of what was done; the
-script adds its log, gpu_check.log: three files in all.
-
-The dry run takes ResNet-18 at 32x32 on whatever GPU resnet_np.backend has: with
-RESNET_NP_CUPY_STANDIN=1 the strict CuPy stand-in (every GPU branch: generic CuPy, the
-kernels, TF32, mixed precision), else NumPy (the kernels in their CPU emulation) and
-torch on the CPU.
+The parts, most important first, so that a cut loses the least: ``tests`` (pytest -m
+gpu), ``check`` (the CUDA kernels against the generic CuPy code, forward and backward,
+at every layer shape the layers part times), ``models`` (ResNet-50/101 at batch 64 and
+128 in float32, TF32 and mixed precision against PyTorch+cuDNN: time, images/s, peak
+memory), ``layers`` (ResNet-50's layer shapes: generic CuPy, kernels, cuDNN) and
+``sanitizer`` (compute-sanitizer's racecheck and synccheck over a launch of every
+kernel). Each part gets its share of what is left of the budget; its jobs run in child
+processes killed at their time (:mod:`.runs`), so an overrun is cut and loses only
+what it had not finished. After every part OUT holds report.md and results.tar.gz
+(CSVs, plots, logs); the script adds gpu_check.log. ``--dry-run``: ResNet-18 at 32x32
+on the CuPy stand-in (RESNET_NP_CUPY_STANDIN=1: every GPU branch), else on NumPy and
+torch-CPU. More in benchmarks/README.md.
 """
 import glob
 import shlex
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .. import backend
 from ..models import build_model
 from ..training.atomic import atomic_write, atomic_write_text
 from .report import environment, load_average, render_report, write_outputs
-from .runs import (PACKAGE_ROOT, PRECISIONS, _failure, _setup, array_module, child_environment,
-                   layer_list, np_layer, run_jobs)
+from .runs import (PRECISIONS, _failure, _setup, array_module, layer_list, np_layer, run_command,
+                   run_jobs)
 from .shapes import LOSS, LayerGroup, LayerSpec, layer_shapes
 
 PARTS = ("tests", "check", "models", "layers", "sanitizer")
@@ -73,42 +53,25 @@ def _layers(config):
 
 
 def _command(command, seconds, path):
-    """Run ``command`` with its output into ``path``, killed after ``seconds`` -> None, or
-    why it failed."""
-    with open(path, "w") as f:
-        try:
-            done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=PACKAGE_ROOT,
-                                  env=child_environment({}), timeout=max(seconds, 1))
-        except subprocess.TimeoutExpired:
-            return f"killed after its {seconds:.0f} s"
-    return None if done.returncode == 0 else f"exit status {done.returncode}"
+    """``command`` with its output into the file ``path`` -> None, or why it failed."""
+    with open(path, "w") as output:
+        return run_command(command, seconds, output)
 
 
 # --------------------------------------------------------------------------- #
 # The parts: each -> (rows, {what: why it failed}, Markdown lines)
 # --------------------------------------------------------------------------- #
 def tests_part(work, config, seconds, log):
-    xml = work / "pytest.xml"
-    command = [sys.executable, "-m", "pytest", *config["tests"], "-q", "-p", "no:cacheprovider",
-               f"--junitxml={xml}"]
+    command = [sys.executable, "-m", "pytest", *config["tests"], "-q", "-rfE", "-p",
+               "no:cacheprovider"]
     log("  " + shlex.join(command[1:]))
     problem = _command(command, seconds, work / "pytest.txt")
-    lines = ["## Tests (`pytest " + shlex.join(config["tests"]) + "`)", ""]
-    try:
-        suite = ET.parse(xml).getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    except (OSError, ET.ParseError):
-        return [], {"tests": problem or "no results"}, lines + ["No results (see pytest.txt)."]
-    n = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    lines.append(f"{n['tests']} tests: {n['tests'] - n['failures'] - n['errors'] - n['skipped']} "
-                 f"passed, {n['failures']} failed, {n['errors']} errors, {n['skipped']} skipped, "
-                 f"in {float(suite.get('time', 0)):.0f} s.")
-    lines += [f"- failed: `{case.get('classname')}::{case.get('name')}`"
-              for case in suite.iter("testcase")
-              if case.find("failure") is not None or case.find("error") is not None][:40]
+    text = (work / "pytest.txt").read_text(errors="replace").strip().splitlines() or ["-"]
     if problem == "exit status 5":                    # pytest: nothing collected
         problem = None
-    return [], ({"tests": problem} if problem else {}), lines
+    return [], {"tests": problem} if problem else {}, (
+        [f"## Tests (`pytest {shlex.join(config['tests'])}`)", "", text[-1].strip("= ")]
+        + [f"- {line}" for line in text if line.startswith(("FAILED ", "ERROR "))][:40])
 
 
 def check_part(work, config, seconds, log):
@@ -118,10 +81,11 @@ def check_part(work, config, seconds, log):
 
 
 def models_part(work, config, seconds, log):
-    runs = [dict(model=m, batch=b, image_size=config["image_size"], mode=mode)
-            for m in config["models"] for b in config["batches"] for mode in ("inference", "train")]
-    jobs = [dict(backend=key, precision=p, runs=runs, warmup=config["warmup"], reps=config["reps"])
-            for p in PRECISIONS for key in ("np-gpu", "torch-cuda")]
+    runs = [dict(model=m, batch=b, image_size=config["image_size"], precision=p, mode=mode)
+            for m in config["models"] for b in config["batches"] for p in PRECISIONS
+            for mode in ("inference", "train")]          # ResNet-50, batch 64 first: the targets
+    jobs = [dict(backend=key, runs=runs, warmup=config["warmup"], reps=config["reps"])
+            for key in ("np-gpu", "torch-cuda")]
     rows, problems = run_jobs("models_job", jobs, log, seconds=seconds)
     return rows, problems, []
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..training.atomic import atomic_write, atomic_write_text
-from .runs import BACKENDS, CIFAR_MODEL, FIELDS, GPU_BACKENDS, PRECISIONS
+from .runs import BACKENDS, FIELDS, PRECISIONS, _torch
 from .timing import thread_report
 
 DEVICE_PAIRS = (("np-cpu", "torch-cpu"), ("np-native", "torch-cpu"), ("np-gpu", "torch-cuda"),
@@ -66,7 +66,7 @@ def environment(backends, load_at_start, command):
                            f"GiB, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}")
         except Exception as err:
             env["CuPy"] = f"{getattr(cp, '__version__', '?')} on an unknown GPU ({err})"
-    torch = sys.modules.get("torch")
+    torch = _torch()
     if torch is not None:
         env["PyTorch"] = torch.__version__
         if "torch-cuda" in backends and torch.cuda.is_available():

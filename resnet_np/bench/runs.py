@@ -18,6 +18,7 @@ import gc
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import backend, dispatch
 from .. import functional as F
 from ..models import build_model
 from ..nn import CrossEntropyLoss, no_grad
@@ -195,24 +196,31 @@ def step_memory(step, trace):
             "peak_tracemalloc_mb": traced}
 
 
-def _setup(job):
-    """Threads, TF32 and the kernels' switch for the child's backend -> restore threads."""
-    key, tf32 = job["backend"], job.get("precision") == "tf32"
+def set_tf32(key, enabled):
+    """TF32 for the float32 GEMMs (and torch's convolutions) of ``key``'s framework, or not."""
     if key.startswith("torch"):
         torch = _torch()
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = True         # as anyone timing PyTorch sets it
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    elif on_gpu(key):
+        from .. import kernels
+        kernels.set_tf32(enabled)
+
+
+def _setup(job):
+    """Threads, TF32 off and the kernels' switch for the child's backend -> restore threads."""
+    key = job["backend"]
+    if key.startswith("torch"):
+        _torch().backends.cudnn.benchmark = True      # as anyone timing PyTorch sets it
     else:
         backend.retain_freed_memory()                 # as the train command does
     if key.startswith("np-gpu"):
         from .. import kernels
         kernels.use_kernels(key == "np-gpu")
-        if on_gpu(key):
-            kernels.set_tf32(tf32)
-        elif key == "np-gpu":
+        if key == "np-gpu" and not on_gpu(key):
             from ..kernels import host
             if host.host_compiler():                  # the kernels, emulated on the CPU
                 kernels.emulated_on_host(host.HostLauncher()).__enter__()
+    set_tf32(key, False)
     return set_threads(job.get("threads"))
 
 
@@ -228,35 +236,34 @@ def _random(xp, rng, shape, channels_last=False):
 
 
 def np_layer(spec, batch, xp):
-    """resnet-np's functional calls for one layer -> (forward, fresh cache, backward(cache))."""
+    """One layer as a train step runs it (the implementation :mod:`resnet_np.dispatch`
+    picks) -> (forward, fresh cache, backward(cache))."""
     rng = np.random.default_rng(0)
     x = _random(xp, rng, (batch,) + spec.in_shape, spec.channels_last)
-    C = spec.in_shape[0]
+    C, call = spec.in_shape[0], dispatch.call
     if spec.kind == "conv":
         w = _random(xp, rng, (spec.out_features, C // spec.groups) + spec.kernel) * 0.05
         b = _random(xp, rng, (spec.out_features,)) if spec.bias else None
         forward = lambda: F.conv2d_forward(x, w, b, spec.stride, spec.padding, spec.dilation,
-                                           spec.groups)
+                                           spec.groups, winograd=dispatch.winograd_mode(True))
         backward = lambda dout, cache: F.conv2d_backward(dout, cache, spec.input_grad)
-    elif spec.kind == "bn":
-        gamma, beta = xp.ones(C, np.float32), xp.zeros(C, np.float32)
-        mean, var = xp.zeros(C, np.float32), xp.ones(C, np.float32)
-        forward = lambda: F.batch_norm2d_forward(x, gamma, beta, mean, var, True)
-        backward = F.batch_norm2d_backward
-    elif spec.kind == "maxpool":
-        forward = lambda: F.max_pool2d_forward(x, spec.kernel, spec.stride, spec.padding)
-        backward = F.max_pool2d_backward
-    elif spec.kind == "loss":
-        labels = xp.asarray(rng.integers(0, C, batch))
-        forward = lambda: F.softmax_cross_entropy_forward(x, labels)
-        backward = F.softmax_cross_entropy_backward
-    else:
+    elif spec.kind == "fc":
         w = _random(xp, rng, (spec.out_features, C)) * 0.05
         b = _random(xp, rng, (spec.out_features,)) if spec.bias else None
         forward = lambda: F.linear_forward(x, w, b)
         backward = F.linear_backward
+    else:
+        if spec.kind == "bn":
+            ones, zeros = xp.ones(C, np.float32), xp.zeros(C, np.float32)
+            args = ("batch_norm2d", ones, zeros, zeros.copy(), ones.copy(), True)
+        elif spec.kind == "maxpool":
+            args = ("max_pool2d", spec.kernel, spec.stride, spec.padding)
+        else:
+            args = ("softmax_cross_entropy", xp.asarray(rng.integers(0, C, batch)))
+        forward = lambda: call(args[0] + "_forward", x, *args[1:])
+        backward = lambda dout, cache: dispatch.backward(args[0] + "_backward", dout, cache)
     out, _ = forward()
-    dout = _random(xp, rng, out.shape, is_channels_last(out))  # the layout backward is handed
+    dout = 1.0 if spec.kind == "loss" else _random(xp, rng, out.shape, is_channels_last(out))
     return forward, (lambda: forward()[1]), (lambda cache: backward(dout, cache))
 
 
@@ -490,26 +497,27 @@ def torch_steps(key, name, batch, size, precision):
 
 
 def models_job(job):
-    """Each run of ``job["runs"]`` (model, batch, image_size, mode) on one backend in one
-    precision -> a row per run.
+    """Each run of ``job["runs"]`` (model, batch, image_size, mode, and precision: float32,
+    tf32 or amp; float32 if not given) on one backend -> a row per run.
 
     Peak memory: on the CPU, of the first train step of the fresh process (the RSS
     high-water mark can see no later one), counted as the first warm-up; on a GPU, of
     the second run on both sides, after the first has compiled CuPy's kernels and
     tuned cuDNN's, both counted as warm-ups.
     """
-    key, precision, built = job["backend"], job.get("precision", "float32"), {}
+    key, built = job["backend"], {}
 
     def run_one(run, labels):
-        shape = (run["model"], run["batch"], run["image_size"])
+        shape = (run["model"], run["batch"], run["image_size"], labels[0]["precision"])
         if built.get("shape") != shape:
             built.clear()
             gc.collect()
             if on_gpu(key):
                 (_torch().cuda.empty_cache() if key == "torch-cuda" else
                  backend.require_gpu().get_default_memory_pool().free_all_blocks())
-            built.update(steps=(np_steps if key.startswith("np") else torch_steps)(
-                key, *shape, precision), shape=shape)
+            set_tf32(key, shape[-1] == "tf32")
+            built.update(steps=(np_steps if key.startswith("np") else torch_steps)(key, *shape),
+                         shape=shape)
         step, warmup, memory = built["steps"][run["mode"]], job["warmup"], {}
         if on_gpu(key):
             step()
@@ -519,8 +527,11 @@ def models_job(job):
         timing = measure(step, warmup=max(warmup, 0), reps=job["reps"], timer=timer_for(key))
         return [timing_row(timing, **labels[0], **memory, threads=thread_report(),
                            images_per_s=run["batch"] / timing.median)]
-    _loop(job, [([dict(part="models", backend=key, precision=precision, **run)], run)
-                for run in job["runs"]], run_one)
+    _loop(job, [([model_labels(key, run)], run) for run in job["runs"]], run_one)
+
+
+def model_labels(key, run):
+    return dict({"part": "models", "backend": key, "precision": "float32"}, **run)
 
 
 # --------------------------------------------------------------------------- #
@@ -546,6 +557,21 @@ def child_environment(job):
     return env
 
 
+def run_command(command, timeout, output=None, env=None):
+    """``command`` in a child process (a session of its own, so that whatever it starts
+    goes with it), killed after ``timeout`` s; its output to the file ``output``, else to
+    this process's stderr -> None, or why it failed."""
+    with subprocess.Popen(command, stdout=output or 2, stderr=subprocess.STDOUT if output else
+                          None, env=env or child_environment({}), cwd=PACKAGE_ROOT,
+                          start_new_session=True) as proc:
+        try:
+            code = proc.wait(timeout=max(timeout, 1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return f"killed after its {timeout:.0f} s"
+    return None if code == 0 else f"exit status {code}"
+
+
 def run_in_child(function, job, timeout, log):
     """``function(job)`` (a name in this module) in a fresh Python process, killed after
     ``timeout`` s -> (the rows it wrote, None or why it failed). The child stops starting
@@ -553,12 +579,8 @@ def run_in_child(function, job, timeout, log):
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="resnet-np-bench-") as folder:
         job = dict(job, out=str(Path(folder) / "rows.json"), seconds=0.85 * timeout)
-        try:
-            done = subprocess.run([sys.executable, "-c", _CHILD, function, json.dumps(job)],
-                                  env=child_environment(job), stdout=2, timeout=max(timeout, 1))
-            problem = None if done.returncode == 0 else f"exit status {done.returncode}"
-        except subprocess.TimeoutExpired:
-            problem = f"killed after its {timeout:.0f} s"
+        problem = run_command([sys.executable, "-c", _CHILD, function, json.dumps(job)],
+                              timeout, env=child_environment(job))
         try:
             rows = json.loads(Path(job["out"]).read_text())["rows"]
         except (OSError, ValueError, KeyError):
@@ -574,13 +596,12 @@ def run_jobs(function, jobs, log, each=None, seconds=None):
     for i, job in enumerate(jobs):
         timeout = each if each is not None else \
             (seconds - (time.monotonic() - started)) / (len(jobs) - i)
-        label = f"{function[:-4]} {BACKENDS[job['backend']]} {job.get('precision', '')}".strip()
+        label = f"{function[:-4]} {BACKENDS[job['backend']]}"
         log(f"{label} (a fresh process, {timeout:.0f} s at most)")
         found, problem = run_in_child(function, job, timeout, log)
         rows += found
         for run in job.get("runs", ())[len(found):]:  # a models job writes a row per run
-            rows.append(dict(part="models", backend=job["backend"], error=problem or "no result",
-                             precision=job.get("precision", "float32"), **run))
+            rows.append(dict(model_labels(job["backend"], run), error=problem or "no result"))
         if problem:
             problems[label] = problem
     return rows, problems
