@@ -187,3 +187,30 @@ def test_arguments(capsys):
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     assert "timeout -k 10 280 " in script and gpu.BUDGET[False] + 30 <= 280 and 280 + 10 <= 300
     assert gpu.BUDGET[True] + 25 <= 120                  # the dry run: under 2 minutes
+
+
+def test_without_a_gpu_the_kernels_run_in_their_cpu_emulation(tmp_path):
+    """The dry run's path where no GPU (nor the stand-in) is there: np-gpu on NumPy, the
+    kernels through the g++ emulation, checked against the generic code."""
+    from resnet_np.kernels import host
+    if runs.on_gpu("np-gpu") or host.host_compiler() is None:
+        pytest.skip("a GPU (or the stand-in) is there, or no C++ compiler for the emulation")
+    specs = [runs.LayerSpec("maxpool", (4, 9, 9), kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+             runs.LayerSpec("bn", (4, 5, 5), channels_last=True), gpu.LOSS]
+    job = dict(backend="np-gpu", batch=2, warmup=0, reps=1, out=str(tmp_path / "rows.json"),
+               layers=[dict(name=s.kind, uses=1, spec=s.to_json()) for s in specs])
+    from resnet_np import dispatch
+    launches = []
+    original = host.HostLauncher.launch
+    host.HostLauncher.launch = lambda self, kernel, *a, **k: (launches.append(kernel),
+                                                              original(self, kernel, *a, **k))[1]
+    try:
+        runs.check_job(job)
+    finally:
+        host.HostLauncher.launch = original
+    assert dispatch.policy["host"] is None                  # the job undid its settings
+    rows = runs.json.loads(Path(job["out"]).read_text())["rows"]
+    assert [(r["layer"], r["pass_"]) for r in rows] == [
+        (s.kind, p) for s in specs for p in ("forward", "backward")]
+    assert all(r["rel_error"] <= report.CHECK_TOLERANCE for r in rows), rows
+    assert {"maxpool_forward", "bn_forward_sums", "softmax_xent_rows"} <= set(launches)

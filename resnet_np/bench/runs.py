@@ -207,21 +207,21 @@ def set_tf32(key, enabled):
 
 
 def _setup(job):
-    """Threads, TF32 off and the kernels' switch for the child's backend -> restore threads."""
-    key = job["backend"]
+    """Threads, TF32 off and the kernels' switch for the child's backend -> undo()."""
+    key, undo = job["backend"], contextlib.ExitStack()
     if key.startswith("torch"):
         _torch().backends.cudnn.benchmark = True      # as anyone timing PyTorch sets it
     else:
         backend.retain_freed_memory()                 # as the train command does
     if key.startswith("np-gpu"):
         from .. import kernels
-        kernels.use_kernels(key == "np-gpu")
-        if key == "np-gpu" and not on_gpu(key):
-            from ..kernels import host
-            if host.host_compiler():                  # the kernels, emulated on the CPU
-                kernels.emulated_on_host(host.HostLauncher()).__enter__()
+        from ..kernels import host
+        undo.enter_context(kernels.use_kernels(key == "np-gpu"))
+        if key == "np-gpu" and not on_gpu(key) and host.host_compiler():
+            undo.enter_context(kernels.emulated_on_host(host.HostLauncher()))  # on the CPU
     set_tf32(key, False)
-    return set_threads(job.get("threads"))
+    undo.callback(set_threads(job.get("threads")))
+    return undo.close
 
 
 # --------------------------------------------------------------------------- #
