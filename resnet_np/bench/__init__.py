@@ -16,8 +16,7 @@ import time
 from ..cli import _Parser, non_negative_int, positive_float, positive_int
 from ..models import build_model
 from .report import QUIET_LOAD, add_floors, environment, load_average, render_report, write_outputs
-from .runs import BACKENDS, CIFAR_MODEL, GPU_BACKENDS, build_np_model, layer_list, run_jobs, \
-    unavailable_backends
+from .runs import BACKENDS, CIFAR_MODEL, GPU_BACKENDS, layer_list, run_jobs, unavailable_backends
 from .shapes import (LayerGroup, LayerSpec, conv_flops, layer_flops, layer_shapes,
                      linear_flops, model_flops, quick_selection)
 from .timing import Timing, measure, set_threads
@@ -100,18 +99,6 @@ def _fill_defaults(args):
             f"per model {args.model_warmup} warm-up + {args.model_reps} timed runs")
 
 
-def model_flops_of(rows):
-    """{(model, image size, batch, mode): FLOPs} of every model run in ``rows``."""
-    flops, groups = {}, {}
-    for row in rows:
-        shape = (row["model"], row["image_size"])
-        if shape not in groups:
-            groups[shape] = layer_shapes(build_np_model(row["model"]), row["image_size"])
-        flops[shape + (row["batch"], row["mode"])] = model_flops(groups[shape], row["batch"],
-                                                                row["mode"])
-    return flops
-
-
 def model_runs(args, backends):
     """One job per model run (a fresh process each): every model, mode, backend and batch,
     and the CIFAR-size row on the CPU backends."""
@@ -158,7 +145,7 @@ def main(argv=None):
         if not args.no_models:
             found, failed = run_jobs("models_job", model_runs(args, backends), log,
                                      each=args.timeout)
-            add_floors(rows + found, model_flops_of(found))
+            add_floors(rows + found)
             rows, problems = rows + found, dict(problems, **failed)
         notes += [f"failed: {what}: {why}" for what, why in problems.items()]
         command = shlex.join(["resnet-np", "bench"] + list(argv))

@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import backend
 from ..models import build_model
 from ..training.atomic import atomic_write, atomic_write_text
-from .report import environment, load_average, render_report, write_outputs
+from .report import add_floors, environment, load_average, render_report, write_outputs
 from .runs import (PRECISIONS, _failure, _setup, array_module, layer_list, np_layer, run_command,
                    run_jobs)
 from .shapes import LOSS, LayerGroup, LayerSpec, layer_shapes
@@ -153,14 +153,15 @@ def write_report(out, work, config, done, command, load_at_start, dry_run):
     lines += [f"| {p['part']} | {p['given']:.0f} | {p['taken']:.0f} | "
               + ("; ".join(f"{k}: {v}" for k, v in p["problems"].items()) or "done") + " |"
               for p in done]
-    for part in done:
-        lines += [""] + part["lines"] if part["lines"] else []
+    for part in (p for p in done if p["lines"]):
+        lines += [""] + part["lines"]
     notes = [f"model runs: {config['warmup']} warm-ups (the second measures the peak memory) + "
              f"{config['reps']} timed; layers: 1 + {config['layer_reps']}; times between two "
              "CUDA events; mixed precision also runs the loss scaler and an SGD step, on both "
              "sides; cuDNN's autotuner on"]
     env = environment(LAYER_BACKENDS, load_at_start, command)
     env.pop("WARNING", None)                        # the CPU's load does not slow a GPU
+    add_floors(rows)
     report = render_report(title, env, notes, rows,
                            [(m, b) for m in config["models"] for b in config["batches"]], lines)
     files = work / "files"
@@ -175,9 +176,8 @@ def write_report(out, work, config, done, command, load_at_start, dry_run):
 
 def parse_args(argv=None):
     from ..cli import _Parser, positive_float
-    p = _Parser(prog="benchmarks/gpu_check.sh",
-                                description="The GPU check: tests, kernels against the generic "
-                                            "code, models, layers, compute-sanitizer.")
+    p = _Parser(prog="benchmarks/gpu_check.sh", description="The GPU check: tests, the kernels "
+                "against the generic code, models, layers, compute-sanitizer.")
     p.add_argument("out", help="folder for report.md and results.tar.gz (created if missing)")
     p.add_argument("--dry-run", action="store_true", help="every step on tiny shapes")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated, some of %(default)s")

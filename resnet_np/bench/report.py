@@ -2,6 +2,7 @@
 for ``resnet-np bench`` and the GPU check alike. Every file is written atomically."""
 import contextlib
 import csv
+import functools
 import io
 import os
 import platform
@@ -12,7 +13,8 @@ import numpy as np
 
 from .. import backend
 from ..training.atomic import atomic_write, atomic_write_text
-from .runs import BACKENDS, FIELDS, PRECISIONS, _torch
+from .runs import BACKENDS, FIELDS, PRECISIONS, _torch, build_np_model
+from .shapes import layer_shapes, model_flops
 from .timing import thread_report
 
 DEVICE_PAIRS = (("np-cpu", "torch-cpu"), ("np-native", "torch-cpu"), ("np-gpu", "torch-cuda"),
@@ -218,15 +220,21 @@ def best_gflop_per_s(ceiling):
     return ceiling["gflop"] * 1e3 / ceiling["min_ms"]
 
 
-def add_floors(rows, flops):
-    """Give each model row its GFLOP (``flops``: {(model, image size, batch, mode): FLOPs})
+@functools.lru_cache(maxsize=None)
+def _shapes(model, image_size):
+    return layer_shapes(build_np_model(model), image_size)
+
+
+def add_floors(rows):
+    """Give each model row its GFLOP (its convolutions' and fc layer's: shapes.model_flops)
     and, for resnet-np's backends, its floor: those FLOPs at the backend's measured sgemm
     ceiling (a gemm row), the time the step would take if every FLOP ran at GEMM speed."""
     best = {c["backend"]: best_gflop_per_s(c) for c in rows if c["part"] == "gemm"}
-    for row in (r for r in rows if r["part"] == "models"):
-        gflop = flops.get((row["model"], row["image_size"], row["batch"], row["mode"]), 0) / 1e9
-        row["gflop"] = gflop or None
-        row["floor_ms"] = gflop / best[row["backend"]] * 1e3 if gflop and best.get(row["backend"]) else None
+    for row in (r for r in rows if r["part"] == "models" and not r.get("error")):
+        row["gflop"] = model_flops(_shapes(row["model"], row["image_size"]), row["batch"],
+                                   row["mode"]) / 1e9
+        row["floor_ms"] = (row["gflop"] / best[row["backend"]] * 1e3 if row["backend"] in best
+                           else None)
 
 
 def model_table(rows):
