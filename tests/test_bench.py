@@ -207,6 +207,28 @@ def test_a_job_past_its_time_writes_why_for_each_row(tmp_path):
         ("inference", runs.TIME_RAN_OUT), ("train", runs.TIME_RAN_OUT)]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_a_command_past_its_time_is_killed_with_what_it_started(tmp_path):
+    pid_file = tmp_path / "grandchild"
+    started = time.monotonic()
+    problem = runs.run_command([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n")], 3, output=open(tmp_path / "out.txt", "w"))
+    assert problem == "killed after its 3 s" and time.monotonic() - started < 15
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):                     # gone, or a zombie left for init to reap
+        try:
+            if Path(f"/proc/{grandchild}/stat").read_text().split(") ")[1][0] == "Z":
+                break
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the grandchild outlived the kill")
+
+
 def test_run_in_child_kills_an_overrunning_child_and_keeps_its_rows():
     spec = LayerSpec("conv", (64, 56, 56), out_features=64, kernel=(3, 3), stride=(1, 1),
                      padding=(1, 1))
@@ -240,7 +262,8 @@ def model_row(backend, mode, ms, peak, precision="float32"):
 def test_ratios_from_rows():
     rows = [model_row("np-cpu", "inference", 300.0, None),
             model_row("torch-cpu", "inference", 100.0, None),
-            model_row("np-cpu", "train", 900.0, 1200.0), model_row("torch-cpu", "train", 300.0, 800.0),
+            model_row("np-cpu", "train", 900.0, 1200.0),
+            model_row("torch-cpu", "train", 300.0, 800.0),
             model_row("np-cpu", "train", 1.0, 1.0, precision="amp")]
     ratios = report.model_ratios(rows, "resnet50", 8)
     assert ratios == {"inference": 3.0, "train": 3.0, "memory": 1.5}
@@ -333,7 +356,8 @@ def test_native_blas_children_run_without_the_forced_kernels(monkeypatch):
 def test_a_loaded_machine_is_marked_or_refused(monkeypatch, capsys):
     env = report.environment(["np-cpu"], 3.0, "resnet-np bench")
     assert "NOT A QUIET MACHINE" in env["WARNING"]
-    rows = [model_row("np-cpu", "train", 900.0, 1200.0), model_row("torch-cpu", "train", 300.0, 800.0)]
+    rows = [model_row("np-cpu", "train", 900.0, 1200.0),
+            model_row("torch-cpu", "train", 300.0, 800.0)]
     text = report.render_report("resnet-np benchmarks", env, ["settings"], rows, [("resnet50", 8)])
     assert text.startswith("# resnet-np benchmarks -- NOT A QUIET MACHINE")
     assert "- command: `resnet-np bench`" in text and "- settings" in text

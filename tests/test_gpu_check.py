@@ -2,6 +2,7 @@
 where the package has one; its time budget; its report from given rows. The check itself
 runs on a GPU with ``benchmarks/gpu_check.sh OUT``."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from resnet_np.bench import gpu, report, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = importlib.util.find_spec("resnet_np.cupy_standin") is not None
+# kernel correctness first, then the kernels at the timed shapes, models, layers, sanitizer
+ORDER = ["tests", "check", "models", "layers", "sanitizer"]
 
 
 def _parts_table(text):
@@ -38,7 +41,7 @@ def test_the_dry_run_leaves_a_report_and_at_most_8_files(tmp_path):
     files = sorted(p.name for p in out.rglob("*"))
     assert files == ["gpu_check.log", "report.md", "results.tar.gz"]
     text = (out / "report.md").read_text()
-    assert [part for part, _ in _parts_table(text)] == list(gpu.PARTS)
+    assert [part for part, _ in _parts_table(text)] == ORDER
     assert "DRY RUN" in text and f"`benchmarks/gpu_check.sh {out} --dry-run --budget 200`" in text
     assert all(outcome == "done" for _, outcome in _parts_table(text)), text
     with tarfile.open(out / "results.tar.gz") as tar:
@@ -66,11 +69,11 @@ def _csv(out, name):
 
 
 def test_a_part_that_overruns_is_cut_and_the_report_still_written(tmp_path, monkeypatch):
-    given = {}
+    given, started = {}, time.monotonic()
 
     def part(name):
         def run(work, config, seconds, log):
-            given[name] = seconds
+            given[name] = seconds, time.monotonic() - started
             if name == "models":        # a child that would take far longer than its time
                 spec = runs.LayerSpec("conv", (64, 56, 56), out_features=64, kernel=(3, 3),
                                       stride=(1, 1), padding=(1, 1))
@@ -82,18 +85,18 @@ def test_a_part_that_overruns_is_cut_and_the_report_still_written(tmp_path, monk
             return [], {}, [f"{name} ran"]
         return run
     monkeypatch.setattr(gpu, "PART_RUNS", {name: part(name) for name in gpu.PARTS})
-    started = time.monotonic()
     assert gpu.main([str(tmp_path / "out"), "--dry-run", "--budget", "20"]) == 0
     assert time.monotonic() - started < 20 + 15
-    # each part gets its share of what is left (less the time taken writing the report
-    # after each part): tests 20 %, check 10 % of the other 80 %, ...
-    assert given["tests"] == pytest.approx(20 * 0.2, abs=0.5)
-    assert 20 * 0.1 / 0.8 - 3 < given["check"] <= 20 * 0.1 / 0.8
-    assert 20 * 0.4 / 0.7 - 3 < given["models"] <= 20 * 0.4 / 0.7
-    assert given["sanitizer"] < 20 - given["models"] + 1     # what the cut part left
+    # each part gets its share of what is left: tests 20 %, check 8 % of the other 80 %...
+    rest = 1.0
+    for name in gpu.PARTS:
+        seconds, elapsed = given[name]
+        assert seconds == pytest.approx((20 - elapsed) * gpu.SHARES[name] / rest, abs=0.3)
+        rest -= gpu.SHARES[name]
+    assert given["sanitizer"][0] < 20 - given["models"][0] + 1    # what the cut part left
     text = (tmp_path / "out" / "report.md").read_text()
     parts = dict(_parts_table(text))
-    assert list(parts) == list(gpu.PARTS)
+    assert list(parts) == ORDER
     assert parts["models"].startswith("layers resnet-np CPU: killed after its ")
     assert parts["layers"] == "layers: RuntimeError: the GPU fell off"
     assert parts["tests"] == parts["sanitizer"] == "done"
@@ -209,8 +212,35 @@ def test_without_a_gpu_the_kernels_run_in_their_cpu_emulation(tmp_path):
     finally:
         host.HostLauncher.launch = original
     assert dispatch.policy["host"] is None                  # the job undid its settings
-    rows = runs.json.loads(Path(job["out"]).read_text())["rows"]
+    rows = json.loads(Path(job["out"]).read_text())["rows"]
     assert [(r["layer"], r["pass_"]) for r in rows] == [
         (s.kind, p) for s in specs for p in ("forward", "backward")]
     assert all(r["rel_error"] <= report.CHECK_TOLERANCE for r in rows), rows
     assert {"maxpool_forward", "bn_forward_sums", "softmax_xent_rows"} <= set(launches)
+
+
+def test_gpu_peak_memory_is_of_the_second_run(tmp_path, monkeypatch):
+    """On a GPU the first run compiles CuPy's kernels and tunes cuDNN's: the peak memory is
+    taken over the second, on both sides, and both count as warm-ups."""
+    calls, peaks = [], []
+
+    def steps(key, model, batch, size, precision):
+        return {mode: (lambda mode=mode: calls.append(mode)) for mode in ("inference", "train")}
+
+    def peak(key, step):
+        peaks.append(len(calls))
+        step()
+        return 1.0
+    pool = type("pool", (), {"free_all_blocks": lambda self: None})()
+    monkeypatch.setattr(runs.backend, "require_gpu", lambda: type(
+        "cp", (), {"get_default_memory_pool": staticmethod(lambda: pool)}))
+    for name, value in (("on_gpu", lambda key: True), ("np_steps", steps),
+                        ("torch_steps", steps), ("gpu_peak_mb", peak),
+                        ("timer_for", lambda key: None), ("set_tf32", lambda key, on: None)):
+        monkeypatch.setattr(runs, name, value)
+    job = dict(backend="np-cpu", warmup=2, reps=3, out=str(tmp_path / "rows.json"),
+               runs=[dict(model="m", batch=2, image_size=8, mode="train")])
+    runs.models_job(job)
+    [row] = json.loads(Path(job["out"]).read_text())["rows"]
+    assert peaks == [1] and len(calls) == 2 + 3          # 2 warm-ups, the second measured
+    assert row["peak_mb"] == 1.0 and row["reps"] == 3

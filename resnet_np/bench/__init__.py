@@ -63,7 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=positive_int, default=None,
                    help="timed runs (default: 7 per layer, 5 per model; --quick: 3)")
     p.add_argument("--gemm-size", type=non_negative_int, default=2048,
-                   help="n of the n x n sgemm of the GEMM ceiling; 0 skips it (default: %(default)s)")
+                   help="n of the n x n sgemm of the GEMM ceiling; 0 skips it "
+                        "(default: %(default)s)")
     p.add_argument("--native-blas", action="store_true",
                    help="also run backend np-native: NumPy with OPENBLAS_CORETYPE and "
                         "OPENBLAS_L2_SIZE unset, OpenBLAS's own kernels for this processor")

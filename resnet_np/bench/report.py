@@ -84,7 +84,8 @@ def environment(backends, load_at_start, command):
     env["allocator"] = ("glibc's defaults for every process (RESNET_NP_MALLOC=default)"
                         if backend.allocator_left_alone() else
                         "resnet-np processes keep freed memory for reuse (backend."
-                        "retain_freed_memory, as the train command does); PyTorch's as it sets them")
+                        "retain_freed_memory, as the train command does); PyTorch's as it "
+                        "sets them")
     env["dtype"] = ("float32 with TF32 off on both sides (torch's allow_tf32 flags, CUPY_TF32=0),"
                     " but for the rows of precision tf32 or amp")
     if load_at_start is not None:
@@ -132,7 +133,9 @@ def _ms(v):
 
 def _spread(row):
     """'median [min-max]', in ms."""
-    return "-" if not row else f"{_ms(row['median_ms'])} [{_ms(row['min_ms'])}-{_ms(row['max_ms'])}]"
+    if not row:
+        return "-"
+    return f"{_ms(row['median_ms'])} [{_ms(row['min_ms'])}-{_ms(row['max_ms'])}]"
 
 
 def _x(v):
@@ -284,10 +287,10 @@ def ratio_lines(rows, model, batch, quiet=True):
             if all(v is None for v in r.values()):
                 continue
             bounds = GPU_TARGETS if (model, batch, ours) == ("resnet50", 64, "np-gpu") else {}
+            target = lambda key, bound: "" if r[key] is None or bound is None else \
+                f" (target <= {bound}x: {'met' if r[key] <= bound else 'NOT MET'})"
             line = f"- {LABELS[ours]}, {precision}: " + ", ".join(
-                f"{what} {_x(r[key])}" + ("" if r[key] is None or (key, precision) not in bounds
-                                         else f" (target <= {bounds[key, precision]}x: "
-                                         f"{'met' if r[key] <= bounds[key, precision] else 'NOT MET'})")
+                f"{what} {_x(r[key])}{target(key, bounds.get((key, precision)))}"
                 for key, what in (("inference", "inference"), ("train", "train step"),
                                   ("memory", "train-step peak memory")))
             floors = [row for row in rows if row.get("floor_ms") and row["backend"] == ours

@@ -1,17 +1,13 @@
 """The runs, each job in a child process with a time limit: layers, models, the kernels' check.
 
-A backend is one of :data:`BACKENDS`; np-gpu runs resnet-np on CuPy with its CUDA
-kernels, np-gpu-generic with generic CuPy code only (``kernels.use_kernels(False)``).
-Where no GPU is visible (the GPU check's dry run) those two run on NumPy, np-gpu
-through the kernels' CPU emulation, and torch-cuda on the CPU.
-
-Why a fresh process for every job: NumPy's OpenBLAS and torch's OpenMP keep a thread
-pool each, whose threads busy-wait after every call, so in one process they would
-compete for the cores; a fresh process gives each CPU model run the same heap and an
-RSS high-water mark of its own; and a job that fails or overruns loses only itself.
-A child rewrites its rows file after every measurement, so a killed one keeps what
-it finished. A row is a flat dict with those of :data:`FIELDS` that apply, the same
-for the CPU and the GPU, the CSVs and the report.
+Backends: :data:`BACKENDS`; np-gpu is resnet-np on CuPy with its CUDA kernels,
+np-gpu-generic without (``kernels.use_kernels(False)``). Where no GPU is visible (the
+GPU check's dry run) these run on NumPy, np-gpu through the kernels' CPU emulation, and
+torch-cuda on the CPU. A fresh process per job: OpenBLAS's and torch's thread pools
+would compete for the cores in one; each CPU model run gets the same heap and an RSS
+high-water mark of its own; a job that fails or overruns loses only itself (a child
+rewrites its rows file after every measurement). A row is a flat dict with those of
+:data:`FIELDS` that apply, the same for the CPU and the GPU, the CSVs and the report.
 """
 import contextlib
 import gc
@@ -40,8 +36,7 @@ BACKENDS = {"np-cpu": "resnet-np CPU", "np-native": "resnet-np CPU, native BLAS"
             "np-gpu": "resnet-np GPU", "np-gpu-generic": "resnet-np GPU, generic CuPy",
             "torch-cpu": "PyTorch CPU", "torch-cuda": "PyTorch CUDA"}
 GPU_BACKENDS = ("np-gpu", "np-gpu-generic", "torch-cuda")
-# np-native: resnet-np on NumPy in a process whose environment lacks these two variables,
-# so that OpenBLAS picks the kernels of the processor it runs on (its own default).
+# np-native: without these variables, so that OpenBLAS picks this processor's kernels
 NATIVE_BLAS_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # A CIFAR-size run: ResNet-18 with the 3x3 stride-1 stem and no max-pool, 10 classes.
 CIFAR_MODEL = "resnet18_cifar"
@@ -125,9 +120,7 @@ class PoolPeak:
     every allocation, where alone usage rises; outside, timed runs pay nothing."""
 
     def __init__(self, cp):
-        self._cuda = cp.cuda
-        self.pool = cp.get_default_memory_pool()
-        self.peak = 0
+        self._cuda, self.pool, self.peak = cp.cuda, cp.get_default_memory_pool(), 0
 
     def malloc(self, size):
         memory = self.pool.malloc(size)
@@ -146,23 +139,22 @@ class PoolPeak:
 
 def gpu_peak_mb(key, step):
     """Run ``step`` once -> the peak GPU memory its framework held meanwhile, in MB:
-    torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), or CuPy's pool."""
+    torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), or CuPy's pool's."""
     if key == "torch-cuda":
-        torch = _torch()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / MB
-    cp = backend.require_gpu()
-    meter = PoolPeak(cp)
-    cp.cuda.Device().synchronize()
-    meter.start()
+        cuda = _torch().cuda
+        start, stop, sync = cuda.reset_peak_memory_stats, cuda.max_memory_allocated, \
+            cuda.synchronize
+    else:
+        cp = backend.require_gpu()
+        meter, sync = PoolPeak(cp), cp.cuda.Device().synchronize
+        start, stop = meter.start, meter.stop
+    sync()
+    start()
     try:
         step()
-        cp.cuda.Device().synchronize()
+        sync()
     finally:
-        peak = meter.stop()
+        peak = stop()
     return peak / MB
 
 
@@ -294,10 +286,8 @@ def torch_layer(spec, batch, device):
 
 
 def bench_layer(spec, batch, key, warmup, reps):
-    """{"forward": Timing, "backward": Timing} of one layer shape on one backend.
-
-    Backward is timed alone: each timed backward gets a fresh, untimed forward.
-    """
+    """{"forward": Timing, "backward": Timing} of one layer shape on one backend; each timed
+    backward gets a fresh, untimed forward."""
     if key.startswith("np"):
         forward, fresh, backward = np_layer(spec, batch, array_module(key))
     else:
@@ -358,6 +348,7 @@ def _loop(job, items, run_one):
 
 
 def _layer_items(job, part):
+    """(labels of a row per pass, spec) of each layer of the job."""
     for layer in job["layers"]:
         spec = LayerSpec.from_json(layer["spec"])
         yield [dict(part=part, layer=layer["name"], uses=layer["uses"], kind=spec.kind,
@@ -574,8 +565,8 @@ def run_command(command, timeout, output=None, env=None):
 
 def run_in_child(function, job, timeout, log):
     """``function(job)`` (a name in this module) in a fresh Python process, killed after
-    ``timeout`` s -> (the rows it wrote, None or why it failed). The child stops starting
-    measurements at 85 % of its time; its messages go to this process's stderr."""
+    ``timeout`` s (it starts no measurement after 85 % of it) -> (its rows, None or why
+    it failed)."""
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="resnet-np-bench-") as folder:
         job = dict(job, out=str(Path(folder) / "rows.json"), seconds=0.85 * timeout)
