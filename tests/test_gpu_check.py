@@ -134,8 +134,11 @@ def test_the_report_of_given_rows():
             _model("torch-cuda", "tf32", "train", 50.0, 5000.0),
             _model("np-gpu", "float32", "inference", 30.0, 2000.0),
             dict(part="models", backend="torch-cuda", precision="float32", model="resnet50",
-                 batch=64, image_size=224, mode="inference", error="killed")]
+                 batch=64, image_size=224, mode="inference", error="killed"),
+            dict(part="gemm", backend="np-gpu", error=runs.TIME_RAN_OUT)]    # and no ceiling
+    report.add_floors(rows)
     text = report.render_report("GPU check", {"command": "`x`"}, [], rows, [("resnet50", 64)])
+    assert "GEMM ceiling" not in text
     # kernels against generic CuPy: conv 12/6 ms over its 3 uses, 2x; bn 0.5x, and it differs
     assert "| conv | forward | 1 | 12.0 | 6.00 | 2.00x | 3.0e-07 | yes |" in text
     assert "| bn | forward | 1 | 1.00 | 2.00 | 0.50x | 2.0e-03 | NO |" in text

@@ -218,6 +218,10 @@ def kernel_table(rows):
                    "largest difference", f"within {CHECK_TOLERANCE:.0e}"], lines) + notes
 
 
+def _ceilings(rows):
+    return [r for r in rows if r["part"] == "gemm" and not r.get("error")]
+
+
 def best_gflop_per_s(ceiling):
     """The GEMM ceiling: a gemm row's rate at its fastest run."""
     return ceiling["gflop"] * 1e3 / ceiling["min_ms"]
@@ -232,7 +236,7 @@ def add_floors(rows):
     """Give each model row its GFLOP (its convolutions' and fc layer's: shapes.model_flops)
     and, for resnet-np's backends, its floor: those FLOPs at the backend's measured sgemm
     ceiling (a gemm row), the time the step would take if every FLOP ran at GEMM speed."""
-    best = {c["backend"]: best_gflop_per_s(c) for c in rows if c["part"] == "gemm"}
+    best = {c["backend"]: best_gflop_per_s(c) for c in _ceilings(rows)}
     for row in (r for r in rows if r["part"] == "models" and not r.get("error")):
         row["gflop"] = model_flops(_shapes(row["model"], row["image_size"]), row["batch"],
                                    row["mode"]) / 1e9
@@ -312,7 +316,7 @@ def render_report(title, env, notes, rows, ratio_runs, sections=()):
     parts += [f"- {note}" for note in list(notes) + METHOD] + [""] + list(sections)
     parts += [f"Float32 GEMM ceiling, {BACKENDS[c['backend']]} ({c['shape']}): "
               f"{best_gflop_per_s(c):.1f} GFLOP/s best, {c['gflop_per_s']:.1f} median."
-              for c in rows if c["part"] == "gemm"]
+              for c in _ceilings(rows)]
     layers = [r for r in rows if r["part"] == "layers"]
     if layers:
         parts += ["", f"## Per layer (batch {layers[0]['batch']})", ""] + layer_table(rows)
@@ -418,7 +422,7 @@ def plot_conv_gflops(plt, rows, path):
                       or {}).get("gflop_per_s", 0) for r in convs]
             if any(rates):
                 ax.bar([i + offset for i in range(len(convs))], rates, 0.4, label=BACKENDS[key])
-        for c in (r for r in rows if r["part"] == "gemm" and r["backend"] == ours):
+        for c in (c for c in _ceilings(rows) if c["backend"] == ours):
             ax.axhline(best_gflop_per_s(c), color="k", linestyle="--",
                        label=f"{c['shape']} ceiling, {best_gflop_per_s(c):.0f} GFLOP/s")
         ax.set_xticks(range(len(convs)))
