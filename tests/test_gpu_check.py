@@ -247,3 +247,37 @@ def test_gpu_peak_memory_is_of_the_second_run(tmp_path, monkeypatch):
     [row] = json.loads(Path(job["out"]).read_text())["rows"]
     assert peaks == [1] and len(calls) == 2 + 3          # 2 warm-ups, the second measured
     assert row["peak_mb"] == 1.0 and row["reps"] == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_the_scripts_timeout_ends_the_children_too(tmp_path):
+    """A SIGTERM (what the script's timeout sends) ends the check with its child processes,
+    which run in sessions of their own: nothing is left running on the GPU."""
+    marker = f"gpu-check-test-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, GPU_CHECK_TEST_MARKER=marker, RESNET_NP_CUPY_STANDIN="0",
+               PYTHONPATH=str(ROOT))
+    check = subprocess.Popen([sys.executable, "-m", "resnet_np.bench.gpu", str(tmp_path / "o"),
+                              "--dry-run", "--parts", "models"], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    for line in check.stderr:                       # a child has started
+        if line.startswith("models "):
+            break
+    time.sleep(1)
+
+    def marked():
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if marker.encode() in environ.read_bytes() and \
+                        Path(environ.parent, "stat").read_text().split(") ")[1][0] != "Z":
+                    found.append(environ.parent.name)
+            except OSError:
+                pass
+        return found
+    assert len(marked()) >= 2                       # the check and its child
+    check.terminate()
+    assert check.wait(timeout=10) == 143              # at once, not when the child is done
+    deadline = time.monotonic() + 10
+    while marked() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marked() == []

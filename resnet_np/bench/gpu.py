@@ -16,6 +16,7 @@ torch-CPU. More in benchmarks/README.md.
 import glob
 import shlex
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
@@ -232,4 +233,6 @@ PART_RUNS = {"tests": tests_part, "check": check_part, "models": models_part,
              "layers": layers_part, "sanitizer": sanitizer_part}
 
 if __name__ == "__main__":
+    # the script's timeout sends SIGTERM: as an exception it ends the children too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

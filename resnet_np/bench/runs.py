@@ -557,8 +557,11 @@ def run_command(command, timeout, output=None, env=None):
                           start_new_session=True) as proc:
         try:
             code = proc.wait(timeout=max(timeout, 1))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        except BaseException as err:              # its time is up, or this process's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if not isinstance(err, subprocess.TimeoutExpired):
+                raise
             return f"killed after its {timeout:.0f} s"
     return None if code == 0 else f"exit status {code}"
 
