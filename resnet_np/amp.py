@@ -83,7 +83,8 @@ class GradScaler:
         self._growth_interval = growth_interval
         self._growth_tracker = 0
         self._enabled = bool(enabled)
-        self._found_inf = {}          # id(optimizer) -> device flag, set by unscale_
+        self._found_inf = {}          # id(optimizer) -> flag: on the device from unscale_,
+                                      # a bool once step() has read it
 
     def is_enabled(self):
         return self._enabled
@@ -127,7 +128,9 @@ class GradScaler:
         if id(optimizer) not in self._found_inf:
             self.unscale_(optimizer)
         found = self._found_inf[id(optimizer)]
-        if found is not None and bool(found):             # the one host sync of the step
+        if found is not None:
+            found = self._found_inf[id(optimizer)] = bool(found)   # the step's one host sync
+        if found:
             return False
         optimizer.step()
         return True
@@ -136,6 +139,7 @@ class GradScaler:
         """Back the scale off after an overflow, grow it after growth_interval clean steps."""
         if not self._enabled:
             return
+        # step() has read each flag to the host already: no second sync
         found_inf = any(f is not None and bool(f) for f in self._found_inf.values())
         self._found_inf = {}
         if found_inf:

@@ -25,9 +25,10 @@ what would fail on a GPU fails here too:
     recorded             :class:`Product` to ``record.products``: operand shapes and dtypes,
                          and the cuBLAS route CuPy takes (a 2-D GEMM honours
                          ``_core.set_compute_type``, a batched (3-D) one computes in its
-                         data type and widens float16 to float32). TF32 is applied as
-                         cuBLAS does (each float32 input rounded to a 10-bit mantissa)
-                         on the 2-D route only, float16 products accumulate in float32.
+                         data type and copies float16 operands to float32). TF32 is
+                         applied as cuBLAS does (each float32 input rounded to a 10-bit
+                         mantissa) on the 2-D route only; float16 products accumulate in
+                         float32.
     kernels              ``RawModule``/``RawKernel`` run the package's own ``.cu`` files on
                          the g++ emulation of :mod:`resnet_np.kernels.host`: the name
                          expressions must have been declared, and each argument's width
@@ -82,7 +83,7 @@ class Product(NamedTuple):
     shapes: tuple        # the operands' shapes
     dtypes: tuple        # the operands' dtype names
     route: str           # "gemm" (2-D, honours the compute type) or "batched"
-    compute: str         # "float32", "tf32", "float64", "float32 (float16 widened)", ...
+    compute: str         # "float32", "tf32", "float64", "float16 (float32 accumulation)", ...
     where: str
 
 
@@ -99,12 +100,14 @@ class Record:
 
 
 record = Record()
-_HERE = os.path.abspath(__file__)
+# the first caller outside these files is the line that asked (backend.py is plumbing)
+_PLUMBING = {os.path.abspath(__file__),
+             os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend.py")}
 
 
 def _caller():
     frame = sys._getframe(2)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename) == _HERE:
+    while frame is not None and os.path.abspath(frame.f_code.co_filename) in _PLUMBING:
         frame = frame.f_back
     if frame is None:
         return "?"
@@ -544,8 +547,9 @@ def _product(op, operands, compute_fn):
     arrays = [_operand(x) for x in operands]
     batched = op == "matmul" and builtins.max(a.ndim for a in arrays) > 2
     dtype = np.result_type(*arrays)
-    if dtype == np.float16:
-        compute = "float32 (float16 widened)"
+    if dtype == np.float16:            # both routes accumulate in float32; the batched one
+        compute = ("float32 (float16 widened by a copy)" if batched   # copies its operands
+                   else "float16 (float32 accumulation)")
         result = compute_fn(*[a.astype(np.float32) for a in arrays]).astype(np.float16)
     elif dtype == np.float32 and not batched and _COMPUTE[dtype] == "tf32":
         compute = "tf32"
@@ -559,8 +563,15 @@ def _product(op, operands, compute_fn):
     return result
 
 
+def _matmul(a, b):
+    """np.matmul, in the orientation OpenBLAS runs fast (see backend.matmul)."""
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[-2] < b.shape[-1]:
+        return np.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return np.matmul(a, b)
+
+
 def matmul(a, b, out=None):
-    result = _product("matmul", (a, b), np.matmul)
+    result = _product("matmul", (a, b), _matmul)
     if out is not None:
         _operand(out, "output")[...] = result
         return out

@@ -27,6 +27,9 @@ The policy, each switch overriding its environment variable:
                run by the g++ emulation (tests)
 
 :func:`implementations` prints, for the current settings, what each op runs and why.
+The other variables choose no implementation: RESNET_NP_CUPY_STANDIN picks which CuPy
+(:mod:`resnet_np.backend`), RESNET_NP_NUM_THREADS the threads of the elementwise passes
+and RESNET_NP_MALLOC the allocator's settings.
 """
 import contextlib
 import functools
@@ -319,7 +322,7 @@ def conv_input_grad(g):
     from .functional.conv import _transposed_conv_is_faster
     if _transposed_conv_is_faster(g):
         return Choice("conv2d input gradient", "transposed convolution",
-                      "stride 1 on a map of 14x14 or more: measured faster")
+                      "stride 1 on a map of 14x14 or more: measured faster (CPU)")
     return Choice("conv2d input gradient", "GEMM + col2im", "strided, 1x1 or a small map")
 
 
@@ -356,7 +359,8 @@ def implementations(device="cpu", dtype="float32", training=True, file=None):
     if device == "gpu":
         tf32 = policy["tf32"] and dtype == "float32"
         rows.append(Choice("GEMMs (2-D)", "TF32" if tf32 else dtype,
-                           "set_tf32(True)" if tf32 else "exact in the data type"))
+                           "set_tf32(True)" if tf32 else "float32 accumulation"
+                           if dtype == "float16" else "exact in the data type"))
     width = max(len(r.op) for r in rows)
     lines = [f"{device} {dtype} ({'training' if training else 'inference'}):"]
     lines += [f"  {r.op:<{width}}  {r.implementation:<22}  {r.reason}" for r in rows]

@@ -77,7 +77,9 @@ def test_products_record_their_route_and_tf32_reaches_only_2d_products():
     assert cs.record.compute_types == [("float32", "tf32"), ("float32", "float32")]
     half = cs.asarray(rng.standard_normal((8, 8)).astype(np.float16))
     assert (half @ half).dtype == np.float16
-    assert cs.record.products[-1].compute == "float32 (float16 widened)"
+    assert cs.record.products[-1].compute == "float16 (float32 accumulation)"
+    cs.matmul(half[None], half[None])
+    assert cs.record.products[-1].compute == "float32 (float16 widened by a copy)"
     assert isinstance(batched, cs.ndarray)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_np import distributed
+from resnet_np import backend, distributed
 from resnet_np import functional as F
 from resnet_np.data import DataLoader
 from resnet_np.distributed.sampler import _RankAugment
@@ -385,9 +385,15 @@ def test_a_resnet_converted_to_sync_batch_norm_computes_the_same_on_one_rank():
 # GPUs: NCCL (marked gpu: tests/conftest.py skips these, with the reason, without a GPU)
 # --------------------------------------------------------------------------- #
 def _skip_without_nccl(gpus=1):
+    from conftest import needs_real_cuda
+    needs_real_cuda("NCCL")
     if MPI4PY is not None:
         pytest.skip(MPI4PY)
-    import cupy
+    try:                       # mpi4py imports without the MPI library; loading it tells
+        from mpi4py import MPI  # noqa: F401
+    except Exception as err:
+        pytest.skip(f"mpi4py cannot load an MPI library ({type(err).__name__}: {err})")
+    cupy = backend.require_gpu()
     try:
         from cupy.cuda import nccl
         nccl.get_version()

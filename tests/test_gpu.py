@@ -316,13 +316,15 @@ def test_optimizer_state_dict_moves_between_devices(cp):
 # (e) Training on the GPU
 # --------------------------------------------------------------------------- #
 def test_short_training_run_stays_on_gpu_and_lowers_the_loss(cp, monkeypatch):
-    """Six SGD steps of ResNet-18 (CIFAR stem) on 16 separable 32x32 images, float32."""
+    """Six SGD steps of ResNet-18 (CIFAR stem) on 16 separable 32x32 images, float32
+    (16x16 on the CuPy stand-in, whose kernels run on a CPU emulation)."""
     rn.manual_seed(0)
     model = rn.resnet18(num_classes=4, cifar_stem=True).to("gpu").train()
     gen = np.random.default_rng(0)
     labels = np.arange(16) % 4
-    patterns = gen.standard_normal((4, 3, 32, 32))
-    x = cp.asarray((patterns[labels] + 0.5 * gen.standard_normal((16, 3, 32, 32)))
+    size = 16 if backend.uses_standin() else 32
+    patterns = gen.standard_normal((4, 3, size, size))
+    x = cp.asarray((patterns[labels] + 0.5 * gen.standard_normal((16, 3, size, size)))
                    .astype(np.float32))
     y = cp.asarray(labels)
     criterion = rn.nn.CrossEntropyLoss()
@@ -477,3 +479,126 @@ def test_load_state_dict_on_gpu_from_numpy_cupy_and_torch(cp, tm, torch_cuda):
     for key, value in cpu_model.state_dict().items():
         assert isinstance(value, np.ndarray), key
         np.testing.assert_array_equal(value, numpy_state[key], err_msg=key)
+
+
+# --------------------------------------------------------------------------- #
+# (g) What the GPU is asked to do: the CuPy stand-in's record
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def standin(cp):
+    if not backend.uses_standin():
+        pytest.skip("reads the CuPy stand-in's record (RESNET_NP_CUPY_STANDIN=1)")
+    cp.record.clear()
+    return cp
+
+
+def _conv_products(cp):
+    return [p for p in cp.record.products if "functional/conv.py" in p.where]
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_convolution_products_are_2d_gemms(standin, groups):
+    """CuPy honours TF32, and keeps float16 on tensor cores, only in 2-D products: the
+    forward and both backward products of a convolution are 2-D, one per group."""
+    cp = standin
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.standard_normal((2, 4, 7, 7)).astype(np.float32))
+    w = cp.asarray(rng.standard_normal((6, 4 // groups, 3, 3)).astype(np.float32))
+    out, cache = F.conv2d_forward(x, w, None, 2, 1, groups=groups)
+    F.conv2d_backward(cp.ones(out.shape, np.float32), cache)
+    products = _conv_products(cp)
+    assert len(products) == 3 * groups, products
+    assert all(p.route == "gemm" and all(len(s) == 2 for s in p.shapes) for p in products)
+    from resnet_np import kernels as K
+    try:
+        K.set_tf32(True)
+        cp.record.clear()
+        F.conv2d_forward(x, w, None, 2, 1, groups=groups)
+    finally:
+        K.set_tf32(False)
+    assert [p.compute for p in _conv_products(cp)] == ["tf32"] * groups
+
+
+def test_amp_convolutions_multiply_float16_on_2d_gemms(standin):
+    """--amp: every convolution product of a ResNet step takes float16 operands on a 2-D
+    GEMM; none widens an im2col matrix to float32."""
+    from resnet_np.amp import GradScaler, MixedPrecision
+    cp = standin
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=4, cifar_stem=True).to("gpu").train()
+    amp = MixedPrecision(model, "float16")
+    optimizer = SGD(amp.master_parameters(), lr=0.1)
+    x = cp.asarray(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    loss, stepped = amp.train_step(x, cp.asarray(np.array([1, 3])), rn.nn.CrossEntropyLoss(),
+                                   optimizer, GradScaler(init_scale=8.0))
+    products = _conv_products(cp)
+    assert len(products) == 3 * 20 - 1, len(products)   # 20 convolutions, the first: no dx
+    assert {p.dtypes for p in products} == {("float16", "float16")}
+    assert {(p.route, p.compute) for p in products} == {("gemm", "float16 (float32 accumulation)")}
+    assert stepped and np.isfinite(loss)
+
+
+def _resnet_step(cp, labels, amp=False):
+    """One ResNet-18 train step (forward, loss, backward, optimizer) on the GPU -> the host
+    syncs it made (a list of stand-in Sync records)."""
+    from resnet_np.amp import GradScaler, MixedPrecision
+    rn.manual_seed(0)
+    model = rn.resnet18(num_classes=4).to("gpu").train()
+    criterion = rn.nn.CrossEntropyLoss()
+    x = cp.asarray(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    if amp:
+        mp = MixedPrecision(model, "float16")
+        optimizer = SGD(mp.master_parameters(), lr=0.1, momentum=0.9)
+        scaler = GradScaler()
+        cp.record.clear()
+        mp.train_step(x, labels, criterion, optimizer, scaler)
+    else:
+        optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        cp.record.clear()
+        optimizer.zero_grad()
+        loss = criterion(model(x), labels)
+        model.backward(criterion.backward(), input_grad=False)
+        optimizer.step()
+        assert isinstance(loss, cp.ndarray)
+    return list(cp.record.syncs)
+
+
+def test_a_resnet_train_step_makes_at_most_one_host_sync(standin):
+    """Forward, loss, backward and SGD step of ResNet-18 on the GPU: no host sync with the
+    labels given from the host (checked there), one (the labels' check) with labels on the
+    device; with --amp's float16 two: the scaler's overflow check and the loss as a float."""
+    cp = standin
+    assert _resnet_step(cp, np.array([1, 3])) == []
+    syncs = _resnet_step(cp, cp.asarray(np.array([1, 3])))
+    assert [s.where.split(":")[0] for s in syncs] == ["resnet_np/functional/loss.py"], syncs
+    syncs = _resnet_step(cp, np.array([1, 3]), amp=True)
+    assert [(s.kind, s.where.split(":")[0]) for s in syncs] == [
+        ("bool", "resnet_np/amp.py"), ("float", "resnet_np/amp.py")], syncs
+
+
+def test_train_command_on_the_gpu_ends_at_the_cpu_weights(cp, tmp_path):
+    """`resnet-np train --device gpu --dtype float64` (on the stand-in in CI) against the
+    same run on the CPU: a few steps on the built-in digits end at the same weights."""
+    import os
+    import subprocess
+    import sys
+    from resnet_np.training import load_checkpoint
+    pytest.importorskip("sklearn", reason="the digits come with scikit-learn")
+    weights = {}
+    for device in ("cpu", "gpu"):
+        out = tmp_path / device
+        command = [sys.executable, "-m", "resnet_np", "train", "--dataset", "digits",
+                   "--limit", "32", "--test-limit", "16", "--batch-size", "16",
+                   "--image-size", "8", "--epochs", "1", "--dtype", "float64",
+                   "--no-augment", "--no-progress", "--device", device, "--out", str(out)]
+        result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+        assert result.returncode == 0, result.stderr
+        saved = load_checkpoint(out / "last.npz")
+        assert saved.config["device"] == device and saved.config["dtype"] == "float64"
+        weights[device] = saved.model_state
+    assert weights["gpu"].keys() == weights["cpu"].keys()
+    moved = 0
+    for key, value in weights["cpu"].items():
+        np.testing.assert_allclose(weights["gpu"][key], value, rtol=0, atol=1e-10, err_msg=key)
+        moved += key.endswith("running_mean") and bool(np.abs(value).max() > 0)
+    assert moved > 0                         # the runs trained: running statistics moved

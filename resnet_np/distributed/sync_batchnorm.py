@@ -76,7 +76,7 @@ def sync_batch_norm2d_forward(x, gamma, beta, running_mean, running_var, comm,
     sums[:C] = x_mat.sum(axis=0)
     sums[C] = x_mat.shape[0]
     comm.allreduce(sums)
-    count = float(sums[C])
+    count = float(comm.sum_host([x_mat.shape[0]])[0])   # on the host: no device sync
     if count < 2:
         raise ValueError(f"{layer}: train mode needs more than 1 value per channel over all "
                          f"ranks, got input shape {tuple(x.shape)} on {comm.size} rank(s)")

@@ -39,6 +39,8 @@ padded input back onto the input.
 """
 from typing import NamedTuple
 
+import numpy as np
+
 from .. import backend, dispatch
 from ._checks import (check_array, check_float, check_image_dout, check_image_rank,
                       check_positive, check_rank, check_same_dtype, output_size, pair)
@@ -216,6 +218,32 @@ def _weight_matrix(w, groups):
         groups, K // groups, R * S * Cg)
 
 
+def _per_group(a, b):
+    """(G, m, k) @ (G, k, n) -> (G, m, n) as 2-D matrix products: one when G == 1, one per
+    group otherwise.
+
+    On CuPy a 2-D product is cuBLAS's GEMM, which honours TF32 (kernels.set_tf32) and
+    keeps float16 in float16 on tensor cores; CuPy's batched (3-D) matmul computes in
+    the data type and widens float16 to float32. cuBLAS reads a transposed operand as it
+    is (``dout_mat`` of the weight gradient: no copy); a group's strided slice is copied.
+    """
+    if a.shape[0] == 1:
+        return backend.matmul(a[0], b[0])[None]
+    xp = backend.get_array_module(a)
+    out = xp.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=xp.result_type(a, b))
+    for g in range(a.shape[0]):
+        out[g] = backend.matmul(_gemm_operand(a[g]), _gemm_operand(b[g]))
+    return out
+
+
+def _gemm_operand(m):
+    """A 2-D operand cuBLAS reads without a copy: C- or F-contiguous (NumPy's BLAS calls
+    take strided rows as they are)."""
+    if backend.get_array_module(m) is np or m.flags.c_contiguous or m.flags.f_contiguous:
+        return m
+    return backend.get_array_module(m).ascontiguousarray(m)
+
+
 def _prepare(layer, x, w, stride, padding, dilation, padding_mode):
     """Checks shared by the fast and the naive forward -> (4-D x, unbatched, per-side pads)."""
     check_array(layer, x)
@@ -260,7 +288,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     x_nhwc = x.transpose(0, 2, 3, 1)
     cols = dispatch.call("im2col", x_nhwc, g.R, g.S, g.stride, g.padding, g.dilation, g.G)
     w_mat = _weight_matrix(w, g.G)
-    out = backend.matmul(cols.transpose(1, 0, 2), w_mat.transpose(0, 2, 1))  # (G, NPQ, K/G)
+    out = _per_group(cols.transpose(1, 0, 2), w_mat.transpose(0, 2, 1))  # (G, NPQ, K/G)
     out = out.transpose(1, 0, 2).reshape(g.N * g.P * g.Q, g.K)
     if b is not None:
         out += b
@@ -295,7 +323,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     cols = cache.cols
     if cols is None:
         cols = dispatch.call("im2col", cache.x_nhwc, R, S, g.stride, g.padding, g.dilation, G)
-    dw_mat = backend.matmul(dout_mat.transpose(1, 2, 0), cols.transpose(1, 0, 2))
+    dw_mat = _per_group(dout_mat.transpose(1, 2, 0), cols.transpose(1, 0, 2))
     del cols                    # free unrolled columns before dx allocates its own
     Cg = w.shape[1]
     dw = dw_mat.reshape(G, K // G, R, S, Cg).transpose(0, 1, 4, 2, 3).reshape(w.shape)
@@ -304,7 +332,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     if dispatch.conv_input_grad(g).implementation == "transposed convolution":
         dx = _input_grad_by_transposed_conv(dout, w, g)
     else:
-        dcols = backend.matmul(dout_mat.transpose(1, 0, 2), _weight_matrix(w, G))  # (G, NPQ, RSC/G)
+        dcols = _per_group(dout_mat.transpose(1, 0, 2), _weight_matrix(w, G))  # (G, NPQ, RSC/G)
         dx = dispatch.call("col2im", dcols.transpose(1, 0, 2), (N, H, W, C), R, S, g.stride,
                            g.padding, g.dilation, G).transpose(0, 3, 1, 2)
     if cache.pad is not None:

@@ -59,16 +59,20 @@ def _check_options(layer, M, weight, reduction, label_smoothing, dtype, xp, devi
     return weight.astype(dtype)
 
 
-def _index_targets(layer, labels, M, weight, ignore_index, label_smoothing, xp, dtype):
-    """Class indices (R,) -> T (R, M) and the weighted count of the targets kept."""
+def _index_targets(layer, labels, M, weight, ignore_index, label_smoothing, xp, dtype,
+                   host_labels=None):
+    """Class indices (R,) -> T (R, M) and the weighted count of the targets kept.
+
+    The labels are checked (CuPy would silently wrap an out-of-range index) on the host
+    when they came from there (``host_labels``), else with one host sync."""
     R = labels.shape[0]
     keep = labels != ignore_index
     safe = xp.where(keep, labels, 0)
-    # One host sync for the check; CuPy would silently wrap an out-of-range index.
-    if R and bool(((safe < 0) | (safe >= M)).any()):
-        bad = labels[keep & ((labels < 0) | (labels >= M))]
+    check = labels if host_labels is None else host_labels.reshape(-1)
+    bad = (check != ignore_index) & ((check < 0) | (check >= M))
+    if R and bool(bad.any()):
         raise ValueError(f"{layer}: labels must lie in [0, {M}) (or equal ignore_index="
-                         f"{ignore_index}), got {int(bad[0])}")
+                         f"{ignore_index}), got {int(check[bad][0])}")
     w = xp.ones(M, dtype=dtype) if weight is None else weight
     w_y = w[safe] * keep                                   # (R,): 0 where ignored
     target = (label_smoothing / M) * w[None, :] * keep[:, None].astype(dtype)
@@ -87,6 +91,7 @@ def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0, *, weight
     check_float(layer, logits)
     xp = backend.get_array_module(logits)
     device = backend.device_of(logits)
+    host_labels = labels if isinstance(labels, np.ndarray) else None
     labels = backend.to_device(labels, device)
     classes_axis = 0 if ndim == 1 else 1
     M = logits.shape[classes_axis]
@@ -101,7 +106,7 @@ def softmax_cross_entropy_forward(logits, labels, label_smoothing=0.0, *, weight
             raise ValueError(f"{layer}: class-index labels must have shape {loss_shape} (the "
                              f"logits' shape without the class axis), got {tuple(labels.shape)}")
         target, kept = _index_targets(layer, labels.reshape(-1), M, weight, ignore_index,
-                                      label_smoothing, xp, logits.dtype)
+                                      label_smoothing, xp, logits.dtype, host_labels)
         denominator = kept
     elif labels.dtype.kind == "f":
         if tuple(labels.shape) != tuple(logits.shape):

@@ -320,10 +320,15 @@ def max_pool2d_backward(dout, cache):
         chunk = cache._replace(x=x[n0:n1], out=None if cache.out is None else cache.out[n0:n1],
                                argmax=None if cache.argmax is None else cache.argmax[n0:n1])
         argmax = chunk.argmax
-        if argmax is None and (chunk.out is None or bool(xp.isnan(chunk.out).any())):
-            argmax = max_pool2d_winners(chunk)  # NaN maxima: the search of torch's rule
+        if xp is not np:                        # on a GPU a test of the data is a host sync:
+            if argmax is None:                  # take the routes right for any data
+                argmax, _ = _find_winners(chunk, nan_aware=True)
+            finite = False
+        else:
+            if argmax is None and (chunk.out is None or bool(xp.isnan(chunk.out).any())):
+                argmax = max_pool2d_winners(chunk)  # NaN maxima: the search of torch's rule
+            finite = bool(xp.isfinite(dout_nhwc[n0:n1]).all())  # else 0 * inf would spread NaN
         d = dout_nhwc[n0:n1]
-        finite = bool(xp.isfinite(d).all())     # else 0 * inf would spread NaN
         masks = _winner_masks(chunk, offsets, argmax, work)
         _route(d, masks, chunk, offsets, finite, work, dx[n0:n1])
     dx = dx.transpose(0, 3, 1, 2)

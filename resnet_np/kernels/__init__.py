@@ -30,7 +30,7 @@ TF32
 import numpy as np
 
 from .. import backend, dispatch
-from ..dispatch import KERNEL_DTYPES, emulated_on_host, kernels_enabled, use_kernels
+from ..dispatch import emulated_on_host, kernels_enabled, use_kernels
 from .batchnorm import BatchNormKernelCache, batch_norm2d_backward_gpu, batch_norm2d_forward_gpu
 from .conv import col2im_gpu, im2col_gpu
 from .loss import (SoftmaxXentKernelCache, softmax_cross_entropy_backward_gpu,
