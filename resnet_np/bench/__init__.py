@@ -22,7 +22,7 @@ from .shapes import (LayerGroup, LayerSpec, conv_flops, layer_flops, layer_shape
 from .timing import Timing, measure, set_threads
 
 __all__ = ["BACKENDS", "LayerGroup", "LayerSpec", "Timing", "conv_flops", "layer_flops",
-           "layer_shapes", "linear_flops", "main", "measure", "quick_selection"]
+           "layer_shapes", "linear_flops", "main", "measure", "model_flops", "quick_selection"]
 
 
 def _ints(text):
