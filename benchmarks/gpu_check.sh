@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# The GPU check in one command: the GPU tests, the per-layer benchmark (generic CuPy,
-# our CUDA kernels, PyTorch+cuDNN), ResNet-50/101 at batch 64 and 128 in float32, TF32
-# and mixed precision, and peak GPU memory. Writes report.md, CSVs and plots into OUT.
+# The GPU check in one command, at most 300 s in all: the kernels' tests, the kernels
+# against the generic CuPy code at every timed layer shape, ResNet-50/101 at batch 64 and
+# 128 in float32, TF32 and mixed precision against PyTorch+cuDNN (time, images/s, peak
+# memory), every ResNet-50 layer shape, and compute-sanitizer on the kernels.
 #
-#   benchmarks/gpu_check.sh OUT              # on a CUDA GPU; under 8 minutes on an H200
-#   benchmarks/gpu_check.sh OUT --dry-run    # NumPy and torch-CPU, tiny shapes: checks the steps
-#   benchmarks/gpu_check.sh OUT --parts layers,models --budget 300
+#   benchmarks/gpu_check.sh OUT              # on a CUDA GPU
+#   benchmarks/gpu_check.sh OUT --dry-run    # every step on tiny shapes, under 2 minutes
 #
-# Each part runs in processes of its own with a time limit (see resnet_np/bench/gpu.py);
-# the whole command is killed after 470 s, and the report is written from whatever finished.
-set -u
-if [ $# -lt 1 ]; then
-    echo "usage: $0 OUT [--dry-run] [--parts pytest,layers,models] [--budget SECONDS]" >&2
+# OUT gets three files: report.md, results.tar.gz (CSVs, plots, logs) and gpu_check.log.
+# The parts share 250 s (see resnet_np/bench/gpu.py); the whole is killed at 290 s.
+set -u -o pipefail
+if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
+    echo "usage: $0 OUT [--dry-run] [--parts tests,check,models,layers,sanitizer]" >&2
     exit 2
 fi
+mkdir -p "$1" && out="$(cd "$1" && pwd)" || exit 2
+shift
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout -k 10 470 python3 -m resnet_np.bench.gpu "$@"
+timeout -k 10 280 python3 -m resnet_np.bench.gpu "$out" "$@" 2>&1 | tee "$out/gpu_check.log"

@@ -12,15 +12,14 @@ under 0.5).
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout works uninstalled
 
+from resnet_np.bench.timing import measure  # noqa: E402
 from resnet_np.functional import conv2d_backward, conv2d_forward  # noqa: E402
 from resnet_np.functional.winograd import (use_winograd, winograd_conv3x3_backward,  # noqa: E402
                                            winograd_conv3x3_forward)
@@ -30,13 +29,7 @@ SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
 
 def median_ms(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * measure(fn, warmup=1, reps=reps).median
 
 
 def main(argv=None):

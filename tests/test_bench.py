@@ -6,8 +6,10 @@ ResNet-18 on 32x32 images with one repetition.
 import csv
 from dataclasses import replace
 import importlib.util
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,25 +166,100 @@ TINY = [conv(8, 6, 4, 3, 1, 1), replace(conv(8, 3, 4, 3, 2, 1), input_grad=False
         LayerSpec("fc", (16,), out_features=10, bias=True)]
 
 
+def rows_of(job):
+    return json.loads(Path(job["out"]).read_text())["rows"]
+
+
 @pytest.mark.parametrize("key", EVERY_BACKEND)
-def test_layer_job_times_every_pass(key):
+def test_layer_job_times_every_pass(key, tmp_path):
     job = dict(backend=key, batch=2, warmup=0, reps=2, threads=1, gemm_size=32,
-               specs=[s.to_json() for s in TINY])
-    result = runs.layer_job(job)
-    assert len(result["times"]) == len(TINY)
-    assert all(len(t["forward"]) == len(t["backward"]) == 2 for t in result["times"])
-    assert (result["ceiling"] is not None) == key.startswith("np")
+               layers=[dict(name=f"l{i}", uses=1, spec=s.to_json()) for i, s in enumerate(TINY)],
+               out=str(tmp_path / "rows.json"))
+    runs.layers_job(job)
+    rows = rows_of(job)
+    layers = [r for r in rows if r["part"] == "layers"]
+    assert [(r["layer"], r["pass_"]) for r in layers] == [
+        (f"l{i}", p) for i in range(len(TINY)) for p in ("forward", "backward")]
+    assert all(r["reps"] == 2 and r["median_ms"] > 0 and not r.get("error") for r in layers)
+    assert [r["part"] for r in rows].count("gemm") == (key.startswith("np"))
 
 
 @pytest.mark.parametrize("key", EVERY_BACKEND)
-def test_model_job_measures_a_train_step(key):
-    job = dict(model="resnet18", batch=2, image_size=32, mode="train", backend=key, warmup=1,
-               reps=1, threads=1)
-    result = runs.model_job(job)
-    assert len(result["times"]) == 1
-    assert (result["peak_tracemalloc_mb"] is not None) == (key == "np-cpu")
+def test_model_job_measures_a_train_step(key, tmp_path):
+    job = dict(backend=key, runs=[dict(model="resnet18", batch=2, image_size=32, mode="train")],
+               warmup=1, reps=1, threads=1, out=str(tmp_path / "rows.json"))
+    runs.models_job(job)
+    [row] = rows_of(job)
+    assert row["reps"] == 1 and not row.get("error") and row["images_per_s"] > 0
+    assert (row.get("peak_tracemalloc_mb") is not None) == (key in ("np-cpu", "np-native"))
     if key == "np-cpu":
-        assert result["peak_tracemalloc_mb"] > 0
+        assert row["peak_tracemalloc_mb"] > 0
+    if runs.on_gpu(key):
+        assert row["peak_mb"] > 0                  # the second run's, on the device
+
+
+def test_a_job_past_its_time_writes_why_for_each_row(tmp_path):
+    job = dict(backend="np-cpu", runs=[dict(model="resnet18", batch=2, image_size=32, mode=m)
+                                       for m in ("inference", "train")],
+               warmup=0, reps=1, seconds=-1, out=str(tmp_path / "rows.json"))
+    runs.models_job(job)
+    assert [(r["mode"], r["error"]) for r in rows_of(job)] == [
+        ("inference", runs.TIME_RAN_OUT), ("train", runs.TIME_RAN_OUT)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_a_command_past_its_time_is_killed_with_what_it_started(tmp_path):
+    pid_file = tmp_path / "grandchild"
+    started = time.monotonic()
+    problem = runs.run_command([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n")], 3, output=open(tmp_path / "out.txt", "w"))
+    assert problem == "killed after its 3 s" and time.monotonic() - started < 15
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):                     # gone, or a zombie left for init to reap
+        try:
+            if Path(f"/proc/{grandchild}/stat").read_text().split(") ")[1][0] == "Z":
+                break
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the grandchild outlived the kill")
+
+
+HANGING_CONV = """\
+import time
+import resnet_np.bench.runs as runs
+measure = runs.bench_layer
+runs.bench_layer = lambda spec, *args: time.sleep(600) if spec.kind == "conv" else \\
+    measure(spec, *args)
+"""
+
+
+def hanging_conv_job(tmp_path, monkeypatch):
+    """A layers job whose first layer (a max-pool) is timed and whose second (a conv)
+    never ends: its child processes load a sitecustomize that makes a conv hang."""
+    (tmp_path / "sitecustomize.py").write_text(HANGING_CONV)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path)] + sys.path))
+    pool = LayerSpec("maxpool", (4, 9, 9), kernel=(3, 3), stride=(2, 2), padding=(1, 1))
+    return dict(backend="np-cpu", batch=2, warmup=0, reps=1,
+                layers=[dict(name=s.kind, uses=1, spec=s.to_json()) for s in (pool, TINY[0])])
+
+
+def test_run_in_child_kills_an_overrunning_child_and_keeps_its_rows(tmp_path, monkeypatch):
+    started = time.monotonic()
+    rows, problem = runs.run_in_child("layers_job", hanging_conv_job(tmp_path, monkeypatch), 8,
+                                      log=lambda message: None)
+    assert problem == "killed after its 8 s" and time.monotonic() - started < 20
+    assert [(r["layer"], r["pass_"]) for r in rows] == [("maxpool", "forward"),
+                                                       ("maxpool", "backward")]
+    # a job that fails at once says how, and a models job gets a row for each run it lost
+    rows, problems = runs.run_jobs("models_job", [dict(backend="np-cpu", runs=[
+        dict(model="resnet0", batch=1, image_size=32, mode="train")], warmup=0, reps=1)],
+        lambda message: None, each=60)
+    assert "resnet0" in rows[0]["error"] and rows[0]["mode"] == "train" and not problems
 
 
 def test_spec_survives_json():
@@ -193,30 +270,34 @@ def test_spec_survives_json():
 # --------------------------------------------------------------------------- #
 # Reports and files
 # --------------------------------------------------------------------------- #
+def model_row(backend, mode, ms, peak, precision="float32"):
+    return dict(part="models", model="resnet50", batch=8, mode=mode, backend=backend,
+                precision=precision, median_ms=ms, min_ms=ms, max_ms=ms, peak_mb=peak,
+                images_per_s=8e3 / ms)
+
+
 def test_ratios_from_rows():
-    rows = [dict(model="resnet50", batch=8, mode="inference", backend="np-cpu", median_ms=300.0,
-                 peak_rss_mb=None),
-            dict(model="resnet50", batch=8, mode="inference", backend="torch-cpu", median_ms=100.0,
-                 peak_rss_mb=None),
-            dict(model="resnet50", batch=8, mode="train", backend="np-cpu", median_ms=900.0,
-                 peak_rss_mb=1200.0),
-            dict(model="resnet50", batch=8, mode="train", backend="torch-cpu", median_ms=300.0,
-                 peak_rss_mb=800.0)]
+    rows = [model_row("np-cpu", "inference", 300.0, None),
+            model_row("torch-cpu", "inference", 100.0, None),
+            model_row("np-cpu", "train", 900.0, 1200.0),
+            model_row("torch-cpu", "train", 300.0, 800.0),
+            model_row("np-cpu", "train", 1.0, 1.0, precision="amp")]
     ratios = report.model_ratios(rows, "resnet50", 8)
     assert ratios == {"inference": 3.0, "train": 3.0, "memory": 1.5}
 
 
-def test_write_atomically_leaves_the_old_file_on_failure(tmp_path):
-    path = tmp_path / "a.txt"
-    report.write_atomically(path, lambda f: f.write(b"old"))
-
-    def fail(f):
-        f.write(b"half")
-        raise RuntimeError("interrupted")
-    with pytest.raises(RuntimeError):
-        report.write_atomically(path, fail)
+def test_a_plot_that_fails_leaves_the_old_file(tmp_path):
+    plt = report._pyplot()
+    if plt is None:
+        pytest.skip("matplotlib is not installed")
+    path = tmp_path / "a.png"
+    path.write_bytes(b"old")
+    fig, _ = plt.subplots()
+    fig.savefig = lambda f, **kwargs: (f.write(b"half"), 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        report._save(plt, fig, path)
     assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
 
 
 def test_tiny_end_to_end_run_writes_every_file(tmp_path, capsys):
@@ -227,8 +308,8 @@ def test_tiny_end_to_end_run_writes_every_file(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "## Per layer (batch 2)" in printed and "## Models" in printed
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["conv_gflops.png", "layers.csv", "layers.png", "models.csv", "report.md",
-                     "throughput.png"]
+    assert names == ["conv_gflops.png", "gemm.csv", "layers.csv", "layers.png", "models.csv",
+                     "report.md", "throughput.png"]
     assert (tmp_path / "report.md").read_text() == printed.rstrip("\n") + "\n"
     with open(tmp_path / "layers.csv") as f:
         layers = list(csv.DictReader(f))
@@ -243,6 +324,7 @@ def test_tiny_end_to_end_run_writes_every_file(tmp_path, capsys):
     assert all(float(r["floor_ms"]) > 0 and float(r["gflop"]) > 0 for r in models)
     assert "| resnet18_cifar | 2 | train | resnet-np CPU |" in printed
     assert "floor ms" in printed
+    assert f"- command: `resnet-np bench --models resnet18" in printed
     for png in ("layers.png", "conv_gflops.png", "throughput.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isfinite([float(r["median_ms"]) for r in layers]).all()
@@ -254,8 +336,8 @@ def test_layers_plot_keeps_its_longest_labels_inside_the_figure(tmp_path, monkey
         pytest.skip("matplotlib is not installed")
     figures = []
     monkeypatch.setattr(report, "_save", lambda plt, fig, path: figures.append(fig))
-    rows = [{"layer": name, "shape": "1x1/2 256->512 @56x56", "pass_": p, "backend": "np-cpu",
-             "median_ms": 1.0, "batch": 8}
+    rows = [{"part": "layers", "layer": name, "shape": "1x1/2 256->512 @56x56", "pass_": p,
+             "backend": "np-cpu", "median_ms": 1.0, "batch": 8}
             for name in ("layer2.0.downsample.0", "conv1") for p in ("forward", "backward")]
     report.plot_layers(plt, rows, tmp_path / "layers.png")
     fig = figures[0]
@@ -282,17 +364,22 @@ def test_native_blas_children_run_without_the_forced_kernels(monkeypatch):
     forced = runs.child_environment({"backend": "np-cpu"})
     assert "OPENBLAS_CORETYPE" not in native and "OPENBLAS_L2_SIZE" not in native
     assert forced["OPENBLAS_CORETYPE"] == "Haswell" and forced["OPENBLAS_L2_SIZE"] == "262144"
-    env = report.environment(["np-cpu", "np-native"], 0.1)
+    env = report.environment(["np-cpu", "np-native"], 0.1, "resnet-np bench --native-blas")
     assert "forced by OPENBLAS_CORETYPE=Haswell" in env["OpenBLAS kernels"]
     assert "np-native" in runs.unavailable_backends() and \
         "np-native" not in runs.unavailable_backends(native_blas=True)
 
 
 def test_a_loaded_machine_is_marked_or_refused(monkeypatch, capsys):
-    env = report.environment(["np-cpu"], 3.0)
+    env = report.environment(["np-cpu"], 3.0, "resnet-np bench")
     assert "NOT A QUIET MACHINE" in env["WARNING"]
-    text = report.render_report(env, "settings", [], [], [], ["np-cpu"], {}, "resnet50", 8)
+    rows = [model_row("np-cpu", "train", 900.0, 1200.0),
+            model_row("torch-cpu", "train", 300.0, 800.0)]
+    text = report.render_report("resnet-np benchmarks", env, ["settings"], rows, [("resnet50", 8)])
     assert text.startswith("# resnet-np benchmarks -- NOT A QUIET MACHINE")
+    assert "- command: `resnet-np bench`" in text and "- settings" in text
+    assert "- CPU, float32: inference -, train step 3.00x, train-step peak memory 1.50x " \
+           "(NOT A QUIET MACHINE)" in text
     monkeypatch.setattr(bench, "load_average", lambda: 3.0)
     assert main(["--require-quiet", "--quick"]) == 2
     assert "load average is 3.00, above 0.5" in capsys.readouterr().err
@@ -361,3 +448,17 @@ def test_the_step_profile_times_every_layer_function():
     assert {"conv2d_forward", "conv2d_backward", "batch_norm2d_forward", "max_pool2d_backward",
             "softmax_cross_entropy_backward"} <= names
     assert len([line for line in lines if line.startswith("  conv2d") and "(" in line]) >= 1
+
+
+@pytest.mark.parametrize("flag, value", [("--timeout", "-1"), ("--timeout", "0"),
+                                         ("--timeout", "nan"), ("--timeout", "inf"),
+                                         ("--batch", "0"), ("--reps", "-2"), ("--warmup", "-1"),
+                                         ("--batch-sizes", "8,0"), ("--gemm-size", "-1")])
+def test_a_bad_number_is_refused_in_one_line(flag, value, capsys):
+    from resnet_np.cli import main as cli_main
+    with pytest.raises(SystemExit) as info:
+        cli_main(["bench", flag, value, "--out", "never-written"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"resnet-np: error: argument {flag}: expected ")
+    assert not Path("never-written").exists()

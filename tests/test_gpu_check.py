@@ -1,141 +1,155 @@
-"""The GPU check's logic on the CPU: its report from given or partial results, its
-children on NumPy (the dry run), and its failure tolerance. The check itself runs on a
-GPU with ``benchmarks/gpu_check.sh OUT``."""
+"""The GPU check (benchmarks/gpu_check.sh): its dry run end to end, on the CuPy stand-in
+where the package has one; its time budget; its report from given rows. The check itself
+runs on a GPU with ``benchmarks/gpu_check.sh OUT``."""
+import importlib.util
 import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
 
 import pytest
 
-from resnet_np.bench import gpu, gpu_report
+from resnet_np.bench import gpu, report, runs
+from test_bench import hanging_conv_job
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = importlib.util.find_spec("resnet_np.cupy_standin") is not None
+# kernel correctness first, then the kernels at the timed shapes, models, layers, sanitizer
+ORDER = ["tests", "check", "models", "layers", "sanitizer"]
 
 
-def _layer(backend, shape, kind, fwd, bwd, **extra):
-    return dict(backend=backend, kind=kind, shape=shape, batch=32, forward_ms=fwd,
-                backward_ms=bwd, **extra)
+def _parts_table(text):
+    """The parts of report.md's table 'Parts, in the order run' -> [(part, outcome)]."""
+    table = text.split("## Parts, in the order run")[1].split("\n\n")[1].splitlines()[2:]
+    return [(cells[1].strip(), cells[4].strip()) for cells in (line.split("|") for line in table)]
 
 
-def _model(framework, precision, mode, ms, peak, batch=64, model="resnet50"):
-    return dict(framework=framework, precision=precision, model=model, batch=batch, mode=mode,
-                median_ms=ms, images_per_s=batch / ms * 1e3, peak_mb=peak)
+def test_the_dry_run_leaves_a_report_and_at_most_8_files(tmp_path):
+    """The script end to end: on the stand-in (every GPU branch) where there is one."""
+    env = dict(os.environ, RESNET_NP_CUPY_STANDIN="1" if STANDIN else "0")
+    out = tmp_path / "out"
+    started = time.monotonic()
+    # a budget above the dry run's own (which on a quiet machine it does not need) so
+    # that a busy one cuts no part
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out),
+                           "--dry-run", "--budget", "200"], env=env, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert time.monotonic() - started < 200 + 30
+    files = sorted(p.name for p in out.rglob("*"))
+    assert files == ["gpu_check.log", "report.md", "results.tar.gz"]
+    text = (out / "report.md").read_text()
+    assert [part for part, _ in _parts_table(text)] == ORDER
+    assert "DRY RUN" in text and f"`benchmarks/gpu_check.sh {out} --dry-run --budget 200`" in text
+    assert all(outcome == "done" for _, outcome in _parts_table(text)), text
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"report.md", "layers.csv", "models.csv", "checks.csv", "pytest.txt",
+            "sanitizer-none.txt"} <= names, names
+    rows = [dict(r, part="models") for r in _csv(out, "models.csv")]
+    ran = {(r["backend"], r["precision"], r["mode"]) for r in rows if not r["error"]}
+    if STANDIN:     # every GPU branch of resnet-np: generic, kernels, TF32, mixed precision
+        assert "CuPy stand-in" in text
+        assert {("np-gpu", p, m) for p in runs.PRECISIONS for m in ("inference", "train")} <= ran
+        assert {r["backend"] for r in _csv(out, "layers.csv") if not r["error"]} >= {
+            "np-gpu", "np-gpu-generic"}
+        assert all(float(r["rel_error"]) <= report.CHECK_TOLERANCE
+                   for r in _csv(out, "checks.csv"))
+        assert all(float(r["peak_mb"]) > 0 for r in rows
+                   if r["backend"] == "np-gpu" and not r["error"])
 
 
-JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0"
-failures="1" skipped="2" tests="5" time="12.5"><testcase classname="tests.test_gpu" name="test_a"
-time="1"/><testcase classname="tests.test_gpu" name="test_b" time="1"><failure message="x"/>
-</testcase></testsuite></testsuites>"""
+def _csv(out, name):
+    import csv
+    import io
+    with tarfile.open(out / "results.tar.gz") as tar:
+        return list(csv.DictReader(io.TextIOWrapper(tar.extractfile(name))))
 
 
-@pytest.fixture
-def parts(tmp_path):
-    folder = tmp_path / "parts"
-    folder.mkdir()
-    layers = {"generic": [_layer("generic", "3x3/1 64->64 @56x56", "conv", 4.0, 8.0),
-                          _layer("generic", "64 @56x56", "bn", 1.0, 2.0)],
-              "kernels": [_layer("kernels", "3x3/1 64->64 @56x56", "conv", 2.0, 4.0),
-                          _layer("kernels", "64 @56x56", "bn", 2.0, 1.0)],
-              "torch": [_layer("torch", "3x3/1 64->64 @56x56", "conv", 1.0, 2.0),
-                        _layer("torch", "64 @56x56", "bn", None, None, error="RuntimeError: x")]}
-    for key, rows in layers.items():
-        (folder / f"layers-{key}.json").write_text(json.dumps({"rows": rows}))
-    (folder / "layer_uses.json").write_text(json.dumps({"3x3/1 64->64 @56x56": 3, "64 @56x56": 1}))
-    models = [_model("resnet-np", "float32", "train", 120.0, 9000.0),
-              _model("torch", "float32", "train", 100.0, 5000.0),
-              _model("resnet-np", "tf32", "train", 90.0, 9000.0),
-              _model("torch", "tf32", "train", 50.0, 5000.0),
-              _model("resnet-np", "float32", "inference", 30.0, 2000.0),
-              dict(framework="torch", precision="float32", model="resnet50", batch=64,
-                   mode="inference", error="killed")]
-    (folder / "models-all.json").write_text(json.dumps({"rows": models}))
-    (folder / "models-broken.json").write_text("{not json")        # a child killed mid-write
-    (folder / "pytest.xml").write_text(JUNIT)
-    return tmp_path
+def test_a_part_that_overruns_is_cut_and_the_report_still_written(tmp_path, monkeypatch):
+    job = hanging_conv_job(tmp_path, monkeypatch)
+    given, started = {}, time.monotonic()
+
+    def part(name):
+        def run(work, config, seconds, log):
+            given[name] = seconds, time.monotonic() - started
+            if name == "models":        # a child that would take far longer than its time
+                return runs.run_jobs("layers_job", [job], log, seconds=seconds) + ([],)
+            if name == "layers":
+                raise RuntimeError("the GPU fell off")
+            return [], {}, [f"{name} ran"]
+        return run
+    monkeypatch.setattr(gpu, "PART_RUNS", {name: part(name) for name in gpu.PARTS})
+    assert gpu.main([str(tmp_path / "out"), "--dry-run", "--budget", "20"]) == 0
+    assert time.monotonic() - started < 20 + 15
+    # each part gets its share of what is left: tests 20 %, check 8 % of the other 80 %...
+    rest = 1.0
+    for name in gpu.PARTS:
+        seconds, elapsed = given[name]
+        assert seconds == pytest.approx((20 - elapsed) * gpu.SHARES[name] / rest, abs=0.3)
+        rest -= gpu.SHARES[name]
+    assert given["sanitizer"][0] < 20 - given["models"][0] + 1    # what the cut part left
+    text = (tmp_path / "out" / "report.md").read_text()
+    parts = dict(_parts_table(text))
+    assert list(parts) == ORDER
+    assert parts["models"].startswith("layers resnet-np CPU: killed after its ")
+    assert parts["layers"] == "layers: RuntimeError: the GPU fell off"
+    assert parts["tests"] == parts["sanitizer"] == "done"
+    assert "sanitizer ran" in text and "| maxpool | 1 |" in text   # the cut part's rows kept
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.md",
+                                                                  "results.tar.gz"]
 
 
-def test_report_from_the_parts(parts):
-    config = dict(gpu.settings(False), dry_run=False)
-    written = gpu_report.write_report(parts, config, {"models torch amp": "killed after 60 s"}, 300)
-    report = (parts / "report.md").read_text()
-    assert "5 tests: 2 passed, 1 failed, 0 errors, 2 skipped" in report
-    assert "`tests.test_gpu::test_b`" in report
-    assert "- models torch amp: killed after 60 s" in report
-    # targets: 120/100 = 1.2 (met), 90/50 = 1.8 (not met), memory 9000/5000 = 1.8, no pair -> "-"
-    assert "| train step, float32 (TF32 off on both sides) | <= 1.5x | 1.20x | yes |" in report
-    assert "| train step, TF32 | <= 1.5x | 1.80x | no |" in report
-    assert "| peak memory of a float32 train step | <= 1.5x | 1.80x | no |" in report
-    assert "| inference, float32 | <= 1.5x | - | - |" in report
-    # kernel speed-ups weighted by uses: conv forward 12/6 = 2x (keep), bn forward 0.5x (drop)
-    assert "| conv (im2col/col2im kernels) | forward | 1 | 12.00 | 6.00 | 2.00x | yes |" in report
-    assert "| batch norm | forward | 1 | 1.00 | 2.00 | 0.50x | no |" in report
-    assert "| batch norm | backward | 1 | 2.00 | 1.00 | 2.00x | yes |" in report
-    assert "torch: RuntimeError: x" in report
-    assert "PyTorch failed: killed" in report
-    rows = (parts / "layers.csv").read_text().splitlines()
-    assert rows[0].startswith("backend,kind,shape,uses") and len(rows) == 7
-    assert len((parts / "models.csv").read_text().splitlines()) == 7
-    assert {p.name for p in written} >= {"report.md", "layers.csv", "models.csv"}
+def _layer(backend, layer, kind, pass_, ms, **extra):
+    return dict(part="layers", backend=backend, layer=layer, uses=3 if kind == "conv" else 1,
+                kind=kind, shape=layer, pass_=pass_, batch=32, median_ms=ms, min_ms=ms,
+                max_ms=ms, **extra)
 
 
-def test_report_without_any_results(tmp_path):
-    (tmp_path / "parts").mkdir()
-    config = dict(gpu.settings(True), dry_run=True)
-    gpu_report.write_report(tmp_path, config, {"pytest": "pytest killed after 9 s"}, 9)
-    report = (tmp_path / "report.md").read_text()
-    assert "DRY RUN" in report and "Not run, or no results" in report
-    assert "No layer was timed on both" in report and "- pytest: pytest killed" in report
+def _model(backend, precision, mode, ms, peak, batch=64):
+    return dict(part="models", backend=backend, precision=precision, model="resnet50",
+                batch=batch, image_size=224, mode=mode, median_ms=ms, min_ms=ms, max_ms=ms,
+                images_per_s=batch / ms * 1e3, peak_mb=peak)
 
 
-def test_layers_child_on_numpy_and_its_time_limit(tmp_path):
-    spec = dict(kind="maxpool", in_shape=[4, 9, 9], kernel=[3, 3], stride=[2, 2], padding=[1, 1])
-    out = tmp_path / "layers.json"
-    job = dict(backend="kernels", specs=[spec], batch=2, warmup=0, reps=1, dry_run=True,
-               seconds=60, out=str(out))
-    gpu.layers_child(job)
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["kind"] for r in rows] == ["maxpool", "loss"]
-    assert all(r["forward_ms"] > 0 and r["backward_ms"] > 0 for r in rows)
-    gpu.layers_child(dict(job, seconds=-1))
-    result = json.loads(out.read_text())
-    assert result["done"] and all("time ran out" in r["error"] for r in result["rows"])
+def test_the_report_of_given_rows():
+    rows = [_layer("np-gpu-generic", "conv", "conv", "forward", 4.0),
+            _layer("np-gpu", "conv", "conv", "forward", 2.0),
+            _layer("torch-cuda", "conv", "conv", "forward", 1.0),
+            _layer("np-gpu-generic", "bn", "bn", "forward", 1.0),
+            _layer("np-gpu", "bn", "bn", "forward", 2.0),
+            _layer("torch-cuda", "bn", "bn", "forward", None, error="RuntimeError: x"),
+            dict(part="checks", backend="np-gpu", layer="conv", kind="conv", shape="conv",
+                 pass_="forward", rel_error=3e-7),
+            dict(part="checks", backend="np-gpu", layer="bn", kind="bn", shape="bn",
+                 pass_="forward", rel_error=2e-3),
+            _model("np-gpu", "float32", "train", 120.0, 9000.0),
+            _model("torch-cuda", "float32", "train", 100.0, 5000.0),
+            _model("np-gpu", "tf32", "train", 90.0, 9000.0),
+            _model("torch-cuda", "tf32", "train", 50.0, 5000.0),
+            _model("np-gpu", "float32", "inference", 30.0, 2000.0),
+            dict(part="models", backend="torch-cuda", precision="float32", model="resnet50",
+                 batch=64, image_size=224, mode="inference", error="killed"),
+            dict(part="gemm", backend="np-gpu", error=runs.TIME_RAN_OUT)]    # and no ceiling
+    report.add_floors(rows)
+    text = report.render_report("GPU check", {"command": "`x`"}, [], rows, [("resnet50", 64)])
+    assert "GEMM ceiling" not in text
+    # kernels against generic CuPy: conv 12/6 ms over its 3 uses, 2x; bn 0.5x, and it differs
+    assert "| conv | forward | 1 | 12.0 | 6.00 | 2.00x | 3.0e-07 | yes |" in text
+    assert "| bn | forward | 1 | 1.00 | 2.00 | 0.50x | 2.0e-03 | NO |" in text
+    assert "- differs: bn bn forward: 2.0e-03" in text
+    assert "- failed: PyTorch CUDA bn: RuntimeError: x" in text
+    assert "| resnet50 | 64 | inference | PyTorch CUDA | float32 | failed: killed |" in text
+    # targets at ResNet-50, batch 64: 120/100 = 1.2 met, 90/50 = 1.8 not, memory 1.8 not
+    assert ("- GPU, float32: inference -, train step 1.20x (target <= 1.5x: met), "
+            "train-step peak memory 1.80x (target <= 1.5x: NOT MET)") in text
+    assert "- GPU, tf32: inference -, train step 1.80x (target <= 1.5x: NOT MET)" in text
 
 
-def test_models_child_on_numpy(tmp_path):
-    out = tmp_path / "models.json"
-    gpu.models_child(dict(framework="resnet-np", precision="float32", models=["resnet18"],
-                          batches=[2], image_size=32, warmup=1, reps=1, dry_run=True,
-                          seconds=120, out=str(out)))
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["mode"] for r in rows] == ["inference", "train"]
-    assert all(r["median_ms"] > 0 and r["peak_mb"] is None for r in rows)
-
-
-def test_one_failing_part_keeps_the_others(tmp_path, monkeypatch):
-    def fake_run_child(function, job, timeout, log):
-        if function == "models_child":
-            raise RuntimeError("the GPU fell off")
-        (tmp_path / "out" / "parts" / "layers-generic.json").write_text(json.dumps(
-            {"rows": [_layer("generic", "64 @56x56", "bn", 1.0, 2.0)]}))
-        return "killed after 3 s" if job["backend"] == "torch" else None
-    monkeypatch.setattr(gpu, "run_child", fake_run_child)
-    monkeypatch.setattr(gpu, "_layer_specs", lambda config: ([], {}))
-    assert gpu.main([str(tmp_path / "out"), "--dry-run", "--parts", "layers,models"]) == 0
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert "- layers torch: killed after 3 s" in report
-    assert "- models: RuntimeError: the GPU fell off" in report
-    assert "| 64 @56x56 | 1 | forward | 1.000 |" in report
-
-
-def test_run_child_kills_an_overrunning_child_and_keeps_its_results(tmp_path):
-    out = tmp_path / "layers.json"
-    spec = dict(kind="conv", in_shape=[64, 56, 56], out_features=64, kernel=[3, 3],
-                stride=[1, 1], padding=[1, 1])
-    job = dict(backend="generic", specs=[spec] * 50, batch=8, warmup=0, reps=1, dry_run=True,
-               seconds=600, out=str(out))
-    problem = gpu.run_child("layers_child", job, 4, log=lambda m: None)
-    assert problem == "killed after its 4 s"
-    if out.exists():                  # whatever it finished is there, whole
-        assert "done" not in json.loads(out.read_text())
-
-
-def test_pool_peak_notes_the_high_water_mark():
+def test_peak_memory_of_cupys_pool():
     class Pool:
         used = 0
 
@@ -150,7 +164,7 @@ def test_pool_peak_notes_the_high_water_mark():
     cp = type("cp", (), {})()
     cp.get_default_memory_pool = lambda: pool
     cp.cuda = type("cuda", (), {"set_allocator": staticmethod(allocators.append)})()
-    meter = gpu.PoolPeak(cp)
+    meter = runs.PoolPeak(cp)
     meter.start()
     assert allocators == [meter.malloc]
     meter.malloc(100)
@@ -162,10 +176,106 @@ def test_pool_peak_notes_the_high_water_mark():
     assert meter.stop() == 40
 
 
-def test_arguments():
+def test_arguments(capsys):
     with pytest.raises(SystemExit):
         gpu.parse_args(["out", "--parts", "layers,everything"])
+    assert "unknown part(s) everything" in capsys.readouterr().err
     assert gpu.parse_args(["out", "--parts", "models"]).parts == ["models"]
-    assert gpu.parse_args(["out"]).budget == 440
-    with pytest.raises(SystemExit):
-        gpu.parse_args(["out", "--budget", "0"])
+    assert gpu.parse_args(["out"]).budget == gpu.BUDGET[False]
+    assert gpu.parse_args(["out", "--dry-run"]).budget == gpu.BUDGET[True]
+    for budget in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit):
+            gpu.parse_args(["out", "--budget", budget])
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # the whole check fits twice in 15 minutes of GPU time: parts, report, and the timeout
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    assert "timeout -k 10 280 " in script and gpu.BUDGET[False] + 30 <= 280 and 280 + 10 <= 300
+    assert gpu.BUDGET[True] + 25 <= 120                  # the dry run: under 2 minutes
+
+
+def test_without_a_gpu_the_kernels_run_in_their_cpu_emulation(tmp_path):
+    """The dry run's path where no GPU (nor the stand-in) is there: np-gpu on NumPy, the
+    kernels through the g++ emulation, checked against the generic code."""
+    from resnet_np.kernels import host
+    if runs.on_gpu("np-gpu") or host.host_compiler() is None:
+        pytest.skip("a GPU (or the stand-in) is there, or no C++ compiler for the emulation")
+    specs = [runs.LayerSpec("maxpool", (4, 9, 9), kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+             runs.LayerSpec("bn", (4, 5, 5), channels_last=True), gpu.LOSS]
+    job = dict(backend="np-gpu", batch=2, warmup=0, reps=1, out=str(tmp_path / "rows.json"),
+               layers=[dict(name=s.kind, uses=1, spec=s.to_json()) for s in specs])
+    from resnet_np import dispatch
+    launches = []
+    original = host.HostLauncher.launch
+    host.HostLauncher.launch = lambda self, kernel, *a, **k: (launches.append(kernel),
+                                                              original(self, kernel, *a, **k))[1]
+    try:
+        runs.check_job(job)
+    finally:
+        host.HostLauncher.launch = original
+    assert dispatch.policy["host"] is None                  # the job undid its settings
+    rows = json.loads(Path(job["out"]).read_text())["rows"]
+    assert [(r["layer"], r["pass_"]) for r in rows] == [
+        (s.kind, p) for s in specs for p in ("forward", "backward")]
+    assert all(r["rel_error"] <= report.CHECK_TOLERANCE for r in rows), rows
+    assert {"maxpool_forward", "bn_forward_sums", "softmax_xent_rows"} <= set(launches)
+
+
+def test_gpu_peak_memory_is_of_the_second_run(tmp_path, monkeypatch):
+    """On a GPU the first run compiles CuPy's kernels and tunes cuDNN's: the peak memory is
+    taken over the second, on both sides, and both count as warm-ups."""
+    calls, peaks = [], []
+
+    def steps(key, model, batch, size, precision):
+        return {mode: (lambda mode=mode: calls.append(mode)) for mode in ("inference", "train")}
+
+    def peak(key, step):
+        peaks.append(len(calls))
+        step()
+        return 1.0
+    pool = type("pool", (), {"free_all_blocks": lambda self: None})()
+    monkeypatch.setattr(runs.backend, "require_gpu", lambda: type(
+        "cp", (), {"get_default_memory_pool": staticmethod(lambda: pool)}))
+    for name, value in (("on_gpu", lambda key: True), ("np_steps", steps),
+                        ("torch_steps", steps), ("gpu_peak_mb", peak),
+                        ("timer_for", lambda key: None), ("set_tf32", lambda key, on: None)):
+        monkeypatch.setattr(runs, name, value)
+    job = dict(backend="np-cpu", warmup=2, reps=3, out=str(tmp_path / "rows.json"),
+               runs=[dict(model="m", batch=2, image_size=8, mode="train")])
+    runs.models_job(job)
+    [row] = json.loads(Path(job["out"]).read_text())["rows"]
+    assert peaks == [1] and len(calls) == 2 + 3          # 2 warm-ups, the second measured
+    assert row["peak_mb"] == 1.0 and row["reps"] == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_the_scripts_timeout_ends_the_children_too(tmp_path):
+    """A SIGTERM (what the script's timeout sends) ends the check with its child processes,
+    which run in sessions of their own: nothing is left running on the GPU."""
+    marker = f"gpu-check-test-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, GPU_CHECK_TEST_MARKER=marker, RESNET_NP_CUPY_STANDIN="0",
+               PYTHONPATH=str(ROOT))
+    check = subprocess.Popen([sys.executable, "-m", "resnet_np.bench.gpu", str(tmp_path / "o"),
+                              "--dry-run", "--parts", "models"], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    for line in check.stderr:                       # a child has started
+        if line.startswith("models "):
+            break
+    time.sleep(1)
+
+    def marked():
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if marker.encode() in environ.read_bytes() and \
+                        Path(environ.parent, "stat").read_text().split(") ")[1][0] != "Z":
+                    found.append(environ.parent.name)
+            except OSError:
+                pass
+        return found
+    assert len(marked()) >= 2                       # the check and its child
+    check.terminate()
+    assert check.wait(timeout=10) == 143              # at once, not when the child is done
+    deadline = time.monotonic() + 10
+    while marked() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marked() == []

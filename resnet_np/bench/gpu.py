@@ -1,527 +1,238 @@
-"""The GPU check: the GPU tests, the per-layer and the model benchmarks, in one command.
+"""The GPU check, in one command that fits in 300 s: ``benchmarks/gpu_check.sh OUT``.
 
-    benchmarks/gpu_check.sh OUT            # on a machine with a CUDA GPU (an H200: < 8 min)
-    benchmarks/gpu_check.sh OUT --dry-run  # the same steps on NumPy and torch-CPU, tiny shapes
-
-Parts, each in processes of its own with a time limit, so one that fails or
-overruns loses only its own results (each child rewrites its results file
-after every measurement, so even a killed child keeps what it finished):
-
-    pytest   ``python -m pytest -m gpu -q`` (the dry run: tests/test_kernels.py only)
-    layers   every ResNet-50 layer shape at batch 32, forward and backward, on three
-             backends: CuPy's generic code (kernels off), our CUDA kernels, and
-             PyTorch with cuDNN; plus the softmax cross-entropy of the head (the dry
-             run's "kernels" run the CPU emulation of resnet_np.kernels.host)
-    models   ResNet-50 and ResNet-101 at batch 64 and 128, inference and train step, in
-             float32 (TF32 off), TF32, and mixed precision (float16 compute), resnet-np
-             against torchvision; with each run's peak GPU memory: CuPy's memory-pool
-             high-water mark against torch.cuda.max_memory_allocated()
-
-Then :mod:`.gpu_report` writes report.md, layers.csv, models.csv and plots into OUT.
-
-Method: the layer and model steps are those of :mod:`.runs` (float32 train
-step = forward, cross-entropy, backward, no optimizer step). A mixed-precision
-train step includes the optimizer step on both sides (SGD, momentum 0.9), as
-the loss scaler's skip-or-step is part of it; torch runs it with autocast
-float16 and channels_last memory, its fastest AMP setting. cuDNN's autotuner
-is on (cudnn.benchmark), as anyone timing PyTorch would set it. The kernels
-reach the layers by pointing resnet_np.functional's names at the dispatchers
-of :mod:`resnet_np.kernels` inside the benchmark's child processes only.
+The parts, most important first, so that a cut loses the least: ``tests`` (pytest -m
+gpu), ``check`` (the CUDA kernels against the generic CuPy code, forward and backward,
+at every layer shape the layers part times), ``models`` (ResNet-50/101 at batch 64 and
+128 in float32, TF32 and mixed precision against PyTorch+cuDNN: time, images/s, peak
+memory), ``layers`` (ResNet-50's layer shapes: generic CuPy, kernels, cuDNN) and
+``sanitizer`` (compute-sanitizer's racecheck and synccheck over a launch of every
+kernel). Each part gets its share of what is left of the budget; its jobs run in child
+processes killed at their time (:mod:`.runs`), so an overrun is cut and loses only
+what it had not finished. After every part OUT holds report.md and results.tar.gz
+(CSVs, plots, logs); the script adds gpu_check.log. ``--dry-run``: ResNet-18 at 32x32
+on the CuPy stand-in (RESNET_NP_CUPY_STANDIN=1: every GPU branch), else on NumPy and
+torch-CPU. More in benchmarks/README.md.
 """
-import argparse
-import json
-import os
-import subprocess
+import glob
+import shlex
+import shutil
+import signal
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .. import backend
-from ..training.atomic import atomic_write_text
+from ..models import build_model
+from ..training.atomic import atomic_write, atomic_write_text
+from .report import add_floors, environment, load_average, render_report, write_outputs
+from .runs import (PRECISIONS, _failure, _setup, array_module, layer_list, np_layer, run_command,
+                   run_jobs)
+from .shapes import LOSS, LayerGroup, LayerSpec, layer_shapes
 
-LAYER_BACKENDS = ("generic", "kernels", "torch")
-PRECISIONS = ("float32", "tf32", "amp")
-FRAMEWORKS = ("resnet-np", "torch")
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PARTS = ("tests", "check", "models", "layers", "sanitizer")
+SHARES = {"tests": 0.2, "check": 0.08, "models": 0.5, "layers": 0.12, "sanitizer": 0.1}
+LAYER_BACKENDS = ("np-gpu-generic", "np-gpu", "torch-cuda")
+BUDGET = {False: 250, True: 90}     # seconds for the parts; the script kills all at 280 s
 
 
-# --------------------------------------------------------------------------- #
-# Settings of a full run and of a dry run
-# --------------------------------------------------------------------------- #
 def settings(dry_run):
-    """What each part runs: full size on a GPU, or tiny on the CPU."""
+    """What each part runs: full size on a GPU, tiny for the dry run."""
     if dry_run:
-        return dict(layer_model="resnet18", layer_batch=2, layer_image=32, layer_limit=3,
-                    models=["resnet18"], batches=[2], image_size=32, warmup=1, reps=2,
-                    pytest_args=["tests/test_kernels.py", "-m", "gpu"])
-    return dict(layer_model="resnet50", layer_batch=32, layer_image=224, layer_limit=None,
-                models=["resnet50", "resnet101"], batches=[64, 128], image_size=224, warmup=1,
-                reps=3, pytest_args=["-m", "gpu"])
+        return dict(layer_model="resnet18", layer_batch=2, image_size=32, layer_limit=4,
+                    models=["resnet18"], batches=[2], warmup=2, reps=1, layer_reps=2,
+                    tests=["tests/test_kernels.py", "-m", "gpu"])
+    return dict(layer_model="resnet50", layer_batch=32, image_size=224, layer_limit=None,
+                models=["resnet50", "resnet101"], batches=[64, 128], warmup=2, reps=3,
+                layer_reps=5, tests=["-m", "gpu"])
+
+
+def _layers(config):
+    groups = layer_shapes(build_model(config["layer_model"]), config["image_size"])
+    return layer_list(groups[:config["layer_limit"]] + [LayerGroup(LOSS, ["loss"])])
+
+
+def _command(command, seconds, path):
+    """``command`` with its output into the file ``path`` -> None, or why it failed."""
+    with open(path, "w") as output:
+        return run_command(command, seconds, output)
 
 
 # --------------------------------------------------------------------------- #
-# Shared by every child
+# The parts: each -> (rows, {what: why it failed}, Markdown lines)
 # --------------------------------------------------------------------------- #
-def _write_json(path, data):
-    atomic_write_text(path, json.dumps(data, indent=1))
+def tests_part(work, config, seconds, log):
+    command = [sys.executable, "-m", "pytest", *config["tests"], "-q", "-rfE", "-p",
+               "no:cacheprovider"]
+    log("  " + shlex.join(command[1:]))
+    problem = _command(command, seconds, work / "pytest.txt")
+    text = (work / "pytest.txt").read_text(errors="replace").strip().splitlines() or ["-"]
+    if problem == "exit status 5":                    # pytest: nothing collected
+        problem = None
+    return [], {"tests": problem} if problem else {}, (
+        [f"## Tests (`pytest {shlex.join(config['tests'])}`)", "", text[-1].strip("= ")]
+        + [f"- {line}" for line in text if line.startswith(("FAILED ", "ERROR "))][:40])
 
 
-def _array_module(dry_run):
-    return np if dry_run else backend.require_gpu()
+def check_part(work, config, seconds, log):
+    job = dict(backend="np-gpu", batch=config["layer_batch"], layers=_layers(config))
+    rows, problems = run_jobs("check_job", [job], log, seconds=seconds)
+    return rows, problems, []
 
 
-def wire_kernels():
-    """Point resnet_np.functional's layer functions at resnet_np.kernels' dispatchers for the
-    rest of this (child) process, so that layers and models use the kernels while enabled."""
-    from .. import kernels as K
-    K.wired_into_functional().__enter__()
+def models_part(work, config, seconds, log):
+    runs = [dict(model=m, batch=b, image_size=config["image_size"], precision=p, mode=mode)
+            for m in config["models"] for b in config["batches"] for p in PRECISIONS
+            for mode in ("inference", "train")]          # ResNet-50, batch 64 first: the targets
+    jobs = [dict(backend=key, runs=runs, warmup=config["warmup"], reps=config["reps"])
+            for key in ("np-gpu", "torch-cuda")]
+    rows, problems = run_jobs("models_job", jobs, log, seconds=seconds)
+    return rows, problems, []
 
 
-def _torch(precision, dry_run):
-    """torch with TF32 on or off for both GEMMs and convolutions, cuDNN's autotuner on."""
-    import torch
-    tf32 = precision == "tf32"
-    b = torch.backends
-    if hasattr(getattr(b.cudnn, "conv", None), "fp32_precision"):     # torch >= 2.9
-        b.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
-        b.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
-    else:
-        b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = tf32
-    b.cudnn.benchmark = not dry_run
-    return torch
+def layers_part(work, config, seconds, log):
+    jobs = [dict(backend=key, batch=config["layer_batch"], layers=_layers(config), warmup=1,
+                 reps=config["layer_reps"]) for key in LAYER_BACKENDS]
+    rows, problems = run_jobs("layers_job", jobs, log, seconds=seconds)
+    return rows, problems, []
 
 
-def _sync(framework, dry_run):
-    if dry_run:
-        return lambda: None
-    if framework == "torch":
-        import torch
-        return torch.cuda.synchronize
-    cp = backend.require_gpu()
-    return lambda: cp.cuda.Device().synchronize()
+def launch_every_kernel():
+    """Every kernel once on small arrays, through the layers with the kernels on (the
+    softmax's one-block-per-row version, with barriers, among them): what compute-sanitizer
+    watches."""
+    restore = _setup({"backend": "np-gpu"})
+    conv = LayerSpec("conv", (8, 9, 9), out_features=4, kernel=(3, 3), stride=(2, 2),
+                     padding=(1, 1), channels_last=True)
+    for spec in (conv, LayerSpec("bn", (8, 9, 9), channels_last=True), LOSS,
+                 LayerSpec("maxpool", (8, 9, 9), kernel=(3, 3), stride=(2, 2), padding=(1, 1))):
+        forward, _, backward = np_layer(spec, 4, array_module("np-gpu"))
+        backward(forward()[1])
+    restore()
+    print("every kernel launched")
 
 
-class PoolPeak:
-    """The high-water mark of CuPy's default memory pool (bytes in use, not cached).
-
-    CuPy keeps no peak of its own: between :meth:`start` and :meth:`stop` an
-    allocator that calls the pool and notes ``used_bytes()`` after every
-    allocation sees each peak, since usage only rises at an allocation. Outside
-    that window the pool allocates directly, so timed runs pay nothing.
-    """
-
-    def __init__(self, cp):
-        self._cuda = cp.cuda
-        self.pool = cp.get_default_memory_pool()
-        self.peak = 0
-
-    def malloc(self, size):
-        memory = self.pool.malloc(size)
-        self.peak = max(self.peak, self.pool.used_bytes())
-        return memory
-
-    def start(self):
-        self.peak = self.pool.used_bytes()
-        self._cuda.set_allocator(self.malloc)
-
-    def stop(self):
-        """-> the peak in bytes since :meth:`start`."""
-        self._cuda.set_allocator(self.pool.malloc)
-        return self.peak
+def find_sanitizer():
+    """compute-sanitizer on PATH, in a CUDA toolkit or in NVIDIA's pip packages, or None."""
+    found = [shutil.which("compute-sanitizer")]
+    found += sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"), reverse=True)
+    found += [p for root in sys.path for p in glob.glob(f"{root}/nvidia/**/compute-sanitizer",
+                                                        recursive=True) if Path(p).is_file()]
+    return next((p for p in found if p), None)
 
 
-# --------------------------------------------------------------------------- #
-# Child: the layers on one backend
-# --------------------------------------------------------------------------- #
-def _loss_layer(xp_or_device, batch, framework):
-    """Softmax cross-entropy over 1000 classes -> (forward, fresh cache, backward(cache))."""
-    rng = np.random.default_rng(0)
-    logits = rng.standard_normal((batch, 1000)).astype(np.float32)
-    labels = rng.integers(0, 1000, batch)
-    if framework == "torch":
-        import torch
-        x = torch.tensor(logits, device=xp_or_device, requires_grad=True)
-        y = torch.tensor(labels, device=xp_or_device)
-        forward = lambda: torch.nn.functional.cross_entropy(x, y)
-        return forward, forward, (lambda out: torch.autograd.grad(out, [x]))
-    from .. import functional as F
-    x, y = xp_or_device.asarray(logits), xp_or_device.asarray(labels)
-    forward = lambda: F.softmax_cross_entropy_forward(x, y)
-    backward = lambda cache: F.softmax_cross_entropy_backward(1.0, cache)
-    return forward, (lambda: forward()[1]), backward
-
-
-def layers_child(job):
-    """Time every layer of ``job["specs"]`` (and the loss) on one backend; the results file
-    is rewritten after each layer."""
-    from . import runs
-    from .shapes import LayerSpec
-    from .timing import measure
-    dry, key, out = job["dry_run"], job["backend"], Path(job["out"])
-    deadline = time.monotonic() + job["seconds"]
-    framework = "torch" if key == "torch" else "resnet-np"
-    if framework == "torch":
-        _torch("float32", dry)
-        device = "cpu" if dry else "cuda"
-    else:
-        from .. import kernels as K
-        from ..kernels import host
-        xp = _array_module(dry)
-        wire_kernels()
-        K.use_kernels(key == "kernels")
-        if dry and key == "kernels" and host.host_compiler():   # the kernels, emulated
-            K.emulated_on_host(host.HostLauncher()).__enter__()
-    sync = _sync(framework, dry)
-    rows = []
-    for spec in [LayerSpec.from_json(s) for s in job["specs"]] + ["loss"]:
-        name = "softmax cross-entropy" if spec == "loss" else spec.describe()
-        kind = "loss" if spec == "loss" else spec.kind
-        row = dict(backend=key, kind=kind, shape=name, batch=job["batch"])
-        if time.monotonic() > deadline:
-            rows.append(dict(row, error="not run: the part's time ran out"))
-            continue
-        try:
-            if spec == "loss":
-                fwd, fresh, bwd = _loss_layer(device if framework == "torch" else xp,
-                                              job["batch"], framework)
-            elif framework == "torch":
-                fwd, fresh, bwd = runs._torch_layer(spec, job["batch"], device)
-            else:
-                fwd, fresh, bwd = runs._np_layer(spec, job["batch"], xp)
-            row["forward_ms"] = 1e3 * measure(fwd, warmup=job["warmup"], reps=job["reps"],
-                                              sync=sync).median
-            row["backward_ms"] = 1e3 * measure(bwd, setup=fresh, warmup=job["warmup"],
-                                               reps=job["reps"], sync=sync).median
-        except Exception as err:                      # one layer's failure is one row's
-            row["error"] = f"{type(err).__name__}: {err}"[:300]
-        rows.append(row)
-        _write_json(out, {"rows": rows})
-    _write_json(out, {"rows": rows, "done": True})
-
-
-# --------------------------------------------------------------------------- #
-# Child: the models in one framework and one precision
-# --------------------------------------------------------------------------- #
-def _ours_steps(name, batch, precision, dry, image_size):
-    """resnet-np's (inference, train step) for one model and batch."""
-    from .. import amp
-    from .. import kernels as K
-    from ..models import build_model
-    from ..nn import CrossEntropyLoss, no_grad
-    from ..optim import SGD
-    xp = _array_module(dry)
-    model = build_model(name)
-    if not dry:
-        model.to("gpu")
-    rng = np.random.default_rng(0)
-    x = xp.asarray(rng.standard_normal((batch, 3, image_size, image_size), dtype=np.float32))
-    labels = xp.asarray(rng.integers(0, 1000, batch))
-    criterion = CrossEntropyLoss()
-    K.set_tf32(precision == "tf32" and not dry)
-    if precision == "amp":
-        mp = amp.MixedPrecision(model, "float16")
-        optimizer, scaler = SGD(mp.master_parameters(), lr=1e-3, momentum=0.9), amp.GradScaler()
-        x16 = mp.cast_input(x)
-
-        def inference():
-            model.eval()
-            with no_grad():
-                model(x16)
-
-        def train():
-            model.train()
-            mp.train_step(x, labels, criterion, optimizer, scaler)
-        return inference, train
-
-    def inference():
-        model.eval()
-        with no_grad():
-            model(x)
-
-    def train():
-        model.train()
-        model.zero_grad()
-        criterion(model(x), labels)
-        model.backward(criterion.backward(), input_grad=False)
-    return inference, train
-
-
-def _torch_steps(name, batch, precision, dry, image_size):
-    """torchvision's (inference, train step) for one model and batch."""
-    from .runs import _torchvision
-    torch = _torch(precision, dry)
-    device = "cpu" if dry else "cuda"
-    torch.manual_seed(0)
-    model = getattr(_torchvision().models, name)().to(device)
-    x = torch.randn(batch, 3, image_size, image_size, device=device)
-    labels = torch.randint(0, 1000, (batch,), device=device)
-    if precision == "amp":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.to(memory_format=torch.channels_last)
-        dtype = torch.bfloat16 if dry else torch.float16        # CPU autocast: bfloat16
-        autocast = lambda: torch.autocast(device, dtype=dtype)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        scaler = torch.amp.GradScaler(device, enabled=not dry)
-
-        def inference():
-            model.eval()
-            with torch.no_grad(), autocast():
-                model(x)
-
-        def train():
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                loss = torch.nn.functional.cross_entropy(model(x), labels)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        return inference, train
-
-    def inference():
-        model.eval()
-        with torch.no_grad():
-            model(x)
-
-    def train():
-        model.train()
-        model.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), labels).backward()
-    return inference, train
-
-
-def _peak_meter(framework, dry):
-    """(start(), stop() -> peak MB) for this framework's GPU memory; (None, None) on the dry run."""
-    if dry:
-        return None, None
-    if framework == "torch":
-        import torch
-        return (torch.cuda.reset_peak_memory_stats,
-                lambda: torch.cuda.max_memory_allocated() / 2 ** 20)
-    meter = PoolPeak(backend.require_gpu())
-    return meter.start, lambda: meter.stop() / 2 ** 20
-
-
-def models_child(job):
-    """Time inference and a train step of each model and batch, in one framework and
-    precision; the results file is rewritten after each run."""
-    from .timing import measure
-    dry, framework, precision = job["dry_run"], job["framework"], job["precision"]
-    if framework == "resnet-np":
-        wire_kernels()
-    deadline = time.monotonic() + job["seconds"]
-    sync = _sync(framework, dry)
-    start_peak, stop_peak = _peak_meter(framework, dry)
-    make = _torch_steps if framework == "torch" else _ours_steps
-    rows = []
-    for name in job["models"]:
-        for batch in job["batches"]:
-            labels = dict(framework=framework, precision=precision, model=name, batch=batch)
-            if time.monotonic() > deadline:
-                rows += [dict(labels, mode=m, error="not run: the part's time ran out")
-                         for m in ("inference", "train")]
-                continue
-            try:
-                steps = make(name, batch, precision, dry, job["image_size"])
-            except Exception as err:
-                rows += [dict(labels, mode=m, error=f"{type(err).__name__}: {err}"[:300])
-                         for m in ("inference", "train")]
-                continue
-            for mode, step in zip(("inference", "train"), steps):
-                row = dict(labels, mode=mode)
-                try:
-                    if start_peak is not None:
-                        sync()
-                        start_peak()
-                    step()                           # the first warm-up, with its peak memory
-                    sync()
-                    row["peak_mb"] = stop_peak() if stop_peak is not None else None
-                    timing = measure(step, warmup=max(job["warmup"] - 1, 0), reps=job["reps"],
-                                     sync=sync)
-                    row["median_ms"] = 1e3 * timing.median
-                    row["images_per_s"] = batch / timing.median
-                except Exception as err:
-                    row["error"] = f"{type(err).__name__}: {err}"[:300]
-                rows.append(row)
-                _write_json(job["out"], {"rows": rows})
-            del steps
-            _free_memory(framework, dry)
-    _write_json(job["out"], {"rows": rows, "done": True})
-
-
-def _free_memory(framework, dry):
-    import gc
-    gc.collect()
-    if dry:
-        return
-    if framework == "torch":
-        import torch
-        torch.cuda.empty_cache()
-    else:
-        backend.require_gpu().get_default_memory_pool().free_all_blocks()
-
-
-# --------------------------------------------------------------------------- #
-# The parent: run each part within its time, then write the report
-# --------------------------------------------------------------------------- #
-_CHILD = ("import json, sys\n"
-          "from resnet_np.bench import gpu\n"
-          "getattr(gpu, sys.argv[1])(json.loads(sys.argv[2]))\n")
-
-
-def _environment():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-    env["CUPY_TF32"] = "0"
-    return env
-
-
-def run_child(function, job, timeout, log):
-    """``function(job)`` in a fresh process, killed after ``timeout`` s -> None, or why it failed.
-
-    Whatever the child wrote into job["out"] before failing stays there.
-    """
-    start = time.monotonic()
-    try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, function, json.dumps(job)],
-                              env=_environment(), timeout=max(timeout, 1), cwd=PACKAGE_ROOT)
-    except subprocess.TimeoutExpired:
-        log(f"  killed after {timeout:.0f} s")
-        return f"killed after its {timeout:.0f} s"
-    log(f"  ({time.monotonic() - start:.1f} s)")
-    return None if proc.returncode == 0 else f"exit status {proc.returncode}"
-
-
-def run_pytest(out, config, timeout, log):
-    """The GPU tests -> writes parts/pytest.xml (JUnit) and pytest.txt; -> None or why it failed."""
-    parts = out / "parts"
-    command = [sys.executable, "-m", "pytest", *config["pytest_args"], "-q", "-p",
-               "no:cacheprovider", f"--junitxml={parts / 'pytest.xml'}"]
-    log("pytest: " + " ".join(command[1:]))
-    try:
-        proc = subprocess.run(command, env=_environment(), cwd=PACKAGE_ROOT, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        text, problem = proc.stdout, None
-        if proc.returncode not in (0, 5):          # 5: nothing collected
-            problem = f"pytest exit status {proc.returncode}"
-    except subprocess.TimeoutExpired as err:
-        text = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-        problem = f"pytest killed after {timeout:.0f} s"
-    atomic_write_text(out / "pytest.txt", text)
-    log(text.strip().splitlines()[-1] if text.strip() else "(no output)")
-    return problem
-
-
-def _layer_specs(config):
-    from ..models import build_model
-    from .shapes import layer_shapes
-    groups = layer_shapes(build_model(config["layer_model"]), config["layer_image"])
-    groups = groups[:config["layer_limit"]] if config["layer_limit"] else groups
-    return [g.spec.to_json() for g in groups], {g.spec.describe(): g.uses for g in groups}
-
-
-def run_layers(out, config, seconds, log):
-    specs, uses = _layer_specs(config)
-    atomic_write_text(out / "parts" / "layer_uses.json", json.dumps(uses))
-    problems = {}
-    for i, key in enumerate(LAYER_BACKENDS):
-        share = seconds / (len(LAYER_BACKENDS) - i)
-        started = time.monotonic()
-        log(f"layers on {key} ({len(specs)} shapes + the loss, {share:.0f} s at most)")
-        job = dict(backend=key, specs=specs, batch=config["layer_batch"], warmup=1,
-                   reps=config["reps"] + 2, dry_run=config["dry_run"], seconds=share * 0.85,
-                   out=str(out / "parts" / f"layers-{key}.json"))
-        problem = run_child("layers_child", job, share, log)
+def sanitizer_part(work, config, seconds, log):
+    sanitizer = find_sanitizer()
+    payload = [sys.executable, "-c", "from resnet_np.bench import gpu; gpu.launch_every_kernel()"]
+    lines, problems = ["## compute-sanitizer", ""], {}
+    tools, started = ("racecheck", "synccheck") if sanitizer else ("none",), time.monotonic()
+    for i, tool in enumerate(tools):
+        command = [sanitizer, "--tool", tool, "--error-exitcode", "1"] if sanitizer else []
+        log("  " + shlex.join(command + payload))
+        problem = _command(command + payload, (seconds - time.monotonic() + started) /
+                           (len(tools) - i), work / f"sanitizer-{tool}.txt")
+        text = (work / f"sanitizer-{tool}.txt").read_text(errors="replace").splitlines()
+        summary = [s for s in text if "SUMMARY" in s] or text[-1:]
+        lines.append(f"- {tool}: {'; '.join(summary) or 'no output'}"
+                     + (f" ({problem})" if problem else ""))
         if problem:
-            problems[key] = problem
-        seconds -= time.monotonic() - started
-    return problems
+            problems[f"sanitizer {tool}"] = problem
+    if not sanitizer:
+        lines.append("compute-sanitizer was not found: the kernels' launch ran without it.")
+    return [], problems, lines
 
 
-def run_models(out, config, seconds, log):
-    problems = {}
-    combos = [(f, p) for p in PRECISIONS for f in FRAMEWORKS]
-    for i, (framework, precision) in enumerate(combos):
-        share = seconds / (len(combos) - i)
-        started = time.monotonic()
-        log(f"models: {framework} {precision} ({share:.0f} s at most)")
-        job = dict(framework=framework, precision=precision, models=config["models"],
-                   batches=config["batches"], image_size=config["image_size"],
-                   warmup=config["warmup"], reps=config["reps"], dry_run=config["dry_run"],
-                   seconds=share * 0.8,
-                   out=str(out / "parts" / f"models-{framework}-{precision}.json"))
-        problem = run_child("models_child", job, share, log)
-        if problem:
-            problems[f"{framework} {precision}"] = problem
-        seconds -= time.monotonic() - started
-    return problems
-
-
-PARTS = ("pytest", "layers", "models")
+# --------------------------------------------------------------------------- #
+# The report, packed: report.md and results.tar.gz
+# --------------------------------------------------------------------------- #
+def write_report(out, work, config, done, command, load_at_start, dry_run):
+    """report.md into ``out``, and results.tar.gz of everything else -> their paths."""
+    rows = [r for part in done for r in part["rows"]]
+    title = "GPU check" + (" (DRY RUN: tiny shapes, not a measurement)" if dry_run else "")
+    lines = ["## Parts, in the order run", "", "| part | seconds given | seconds taken | outcome |",
+             "|---|---:|---:|---|"]
+    lines += [f"| {p['part']} | {p['given']:.0f} | {p['taken']:.0f} | "
+              + ("; ".join(f"{k}: {v}" for k, v in p["problems"].items()) or "done") + " |"
+              for p in done]
+    for part in (p for p in done if p["lines"]):
+        lines += [""] + part["lines"]
+    notes = [f"model runs: {config['warmup']} warm-ups (the second measures the peak memory) + "
+             f"{config['reps']} timed; layers: 1 + {config['layer_reps']}; times between two "
+             "CUDA events; mixed precision also runs the loss scaler and an SGD step, on both "
+             "sides; cuDNN's autotuner on"]
+    env = environment(LAYER_BACKENDS, load_at_start, command)
+    env.pop("WARNING", None)                        # the CPU's load does not slow a GPU
+    add_floors(rows)
+    report = render_report(title, env, notes, rows,
+                           [(m, b) for m in config["models"] for b in config["batches"]], lines)
+    files = work / "files"
+    write_outputs(files, report, rows)
+    with atomic_write(Path(out) / "results.tar.gz") as f, \
+            tarfile.open(fileobj=f, mode="w:gz") as tar:
+        for path in sorted(files.iterdir()) + sorted(p for p in work.iterdir() if p.is_file()):
+            tar.add(path, arcname=path.name)
+    atomic_write_text(Path(out) / "report.md", report)
+    return [Path(out) / "report.md", Path(out) / "results.tar.gz"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="benchmarks/gpu_check.sh",
-                                description="Run the GPU tests and benchmarks; write report.md, "
-                                            "CSVs and plots into OUT.")
-    p.add_argument("out", help="folder for the report (created if missing)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="NumPy and torch on the CPU, tiny shapes: checks the steps and the report")
-    p.add_argument("--parts", default=",".join(PARTS),
-                   help="comma-separated, some of %(default)s")
-    p.add_argument("--budget", type=float, default=440,
-                   help="seconds for all parts together (default: %(default)s)")
+    from ..cli import _Parser, positive_float
+    p = _Parser(prog="benchmarks/gpu_check.sh", description="The GPU check: tests, the kernels "
+                "against the generic code, models, layers, compute-sanitizer.")
+    p.add_argument("out", help="folder for report.md and results.tar.gz (created if missing)")
+    p.add_argument("--dry-run", action="store_true", help="every step on tiny shapes")
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated, some of %(default)s")
+    p.add_argument("--budget", type=positive_float, default=None,
+                   help=f"seconds for the parts together (default: {BUDGET[False]}, "
+                        f"dry run {BUDGET[True]})")
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = [s for s in args.parts if s not in PARTS]
     if unknown:
         p.error(f"unknown part(s) {', '.join(unknown)}: choose from {', '.join(PARTS)}")
-    if args.budget <= 0:
-        p.error("--budget must be > 0")
+    args.budget = args.budget or BUDGET[args.dry_run]
     return args
 
 
 def main(argv=None):
-    from .gpu_report import write_report
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     log = lambda message: print(message, file=sys.stderr, flush=True)
     if not args.dry_run and not backend.gpu_available():
         log("no usable GPU (CuPy missing or no CUDA device): use --dry-run to check the steps")
         return 2
-    out = Path(args.out)
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    config = dict(settings(args.dry_run), dry_run=args.dry_run)
-    started = time.monotonic()
-    # shares of the budget: tests 35 %, layers 20 %, models the rest
-    shares = {"pytest": 0.35, "layers": 0.2, "models": 0.45}
-    problems, written = {}, []
-    for part in PARTS:
-        if part not in args.parts:
-            continue
-        left = args.budget - (time.monotonic() - started)
-        later = sum(shares[p] for p in PARTS[PARTS.index(part):] if p in args.parts)
-        seconds = max(left * shares[part] / later, 5)
-        try:
-            if part == "pytest":
-                problem = run_pytest(out, config, seconds, log)
-                problems.update({"pytest": problem} if problem else {})
-            elif part == "layers":
-                problems.update({f"layers {k}": v for k, v in run_layers(out, config, seconds,
-                                                                          log).items()})
-            else:
-                problems.update({f"models {k}": v for k, v in run_models(out, config, seconds,
-                                                                          log).items()})
-        except Exception as err:                    # the report still gets written
-            problems[part] = f"{type(err).__name__}: {err}"
-            log(f"{part} failed: {problems[part]}")
-        # after every part, so that even a kill from outside leaves a report of what finished
-        written = write_report(out, config, problems, time.monotonic() - started)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    config, started, load_at_start = settings(args.dry_run), time.monotonic(), load_average()
+    command = shlex.join(["benchmarks/gpu_check.sh"] + list(argv))
+    parts, done, written = [p for p in PARTS if p in args.parts], [], []
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    try:
+        for i, part in enumerate(parts):
+            left = args.budget - (time.monotonic() - started)
+            seconds = max(left * SHARES[part] / sum(SHARES[p] for p in parts[i:]), 1)
+            log(f"== {part} ({seconds:.0f} s at most)")
+            begun = time.monotonic()
+            try:
+                rows, problems, lines = PART_RUNS[part](work, config, seconds, log)
+            except Exception as err:                  # the report still gets written
+                rows, problems, lines = [], {part: _failure(err)}, []
+            done.append(dict(part=part, given=seconds, taken=time.monotonic() - begun, rows=rows,
+                             problems=problems, lines=lines))
+            # after every part, so that even a kill from outside leaves a report
+            written = write_report(args.out, work, config, done, command, load_at_start,
+                                   args.dry_run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     for path in written:
         log(f"wrote {path}")
     return 0
 
 
+PART_RUNS = {"tests": tests_part, "check": check_part, "models": models_part,
+             "layers": layers_part, "sanitizer": sanitizer_part}
+
 if __name__ == "__main__":
+    # the script's timeout sends SIGTERM: as an exception it ends the children too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

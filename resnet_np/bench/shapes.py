@@ -20,8 +20,8 @@ from ..nn import BatchNorm2d, Conv2d, Linear, MaxPool2d
 class LayerSpec:
     """One layer's configuration and the per-example shape of its input.
 
-    kind           "conv", "bn", "maxpool" or "fc"
-    in_shape       (C, H, W), or (D,) for the fc layer
+    kind           "conv", "bn", "maxpool", "fc" or "loss" (softmax cross-entropy)
+    in_shape       (C, H, W), or (D,) for the fc layer and the loss
     out_features   K of a convolution, F of the fc layer
     channels_last  the memory layout of the input the model hands the layer
     input_grad     whether a train step needs this layer's input gradient (not for the
@@ -47,8 +47,9 @@ class LayerSpec:
 
     def describe(self):
         """A short shape, e.g. '3x3/2 128->128 @56x56' (kernel/stride, C->K, input H x W)."""
-        if self.kind == "fc":
-            return f"{self.in_shape[0]}->{self.out_features}"
+        if self.kind in ("fc", "loss"):
+            return (f"{self.in_shape[0]}->{self.out_features}" if self.kind == "fc" else
+                    f"softmax cross-entropy over {self.in_shape[0]}")
         C, H, W = self.in_shape
         if self.kind == "bn":
             return f"{C} @{H}x{W}"
@@ -65,6 +66,9 @@ class LayerSpec:
     @classmethod
     def from_json(cls, data):
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+LOSS = LayerSpec("loss", (1000,))     # the head of an ImageNet model in a train step
 
 
 @dataclass

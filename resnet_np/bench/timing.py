@@ -1,8 +1,9 @@
 """Timing done the same way for every backend, and the thread pools that decide it.
 
 ``measure`` runs a function ``warmup`` times untimed, then ``reps`` times
-timed, synchronising the device around every timed run. ``Timing`` keeps the
-raw times and gives the median, min, max and quartiles.
+timed: on the host's clock with the device synchronised around every run, or
+on a GPU between two CUDA events. ``Timing`` keeps the raw times and gives the
+median, min, max and quartiles.
 """
 import statistics
 import sys
@@ -40,25 +41,41 @@ def no_sync():
     """The CPU needs no synchronisation: its work is done when the call returns."""
 
 
-def measure(fn, setup=None, warmup=1, reps=3, sync=no_sync, clock=time.perf_counter):
+def event_timer(make_event, elapsed_ms):
+    """A timer on the GPU's own clock: events recorded on the stream before and after the
+    run; the time between them once the second has happened (gaps in the queue included)."""
+    def timer(run):
+        start, end = make_event(), make_event()
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return elapsed_ms(start, end) / 1e3
+    return timer
+
+
+def measure(fn, setup=None, warmup=1, reps=3, sync=no_sync, clock=time.perf_counter, timer=None):
     """Time ``fn``: ``warmup`` untimed calls, then ``reps`` timed ones -> Timing.
 
     setup  called untimed before every call; its result is fn's argument (a
            fresh forward before each backward, so no run reuses another's cache)
-    sync   waits for the device; called before the clock starts and before it
-           stops, so asynchronous GPU work is charged to the run that queued it
-    clock  seconds as a float (a fake one in the tests)
+    timer  ``timer(run) -> seconds`` (:func:`event_timer`); by default ``clock``
+           (a fake one in the tests), with ``sync`` (waiting for the device) called
+           before the clock starts and before it stops
     """
     if reps < 1:
         raise ValueError(f"measure: reps must be >= 1, got {reps}")
 
-    def once():
-        args = (setup(),) if setup is not None else ()
+    def on_the_clock(run):
         sync()
         start = clock()
-        fn(*args)
+        run()
         sync()
         return clock() - start
+
+    def once():
+        args = (setup(),) if setup is not None else ()
+        return (timer or on_the_clock)(lambda: fn(*args))
 
     for _ in range(warmup):
         once()
