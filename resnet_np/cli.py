@@ -111,9 +111,11 @@ def _add_train(commands):
         "then a cosine decay: about 2 minutes on two CPU cores, over 95% test accuracy.\n\n"
         "The run's folder (--out) receives last.npz (every epoch, and on Ctrl-C),\n"
         "best.npz (best test top-1), metrics.jsonl, curves.png, confusion_matrix.png\n"
-        "and config.json. --resume continues a run exactly where it stopped; the first\n"
-        "Ctrl-C or SIGTERM finishes the current batch, saves last.npz and stops (exit\n"
-        "status 130 or 143). A run that diverges (NaN) stops with an error, and its\n"
+        "and config.json; one run at a time uses a folder. --resume continues a run\n"
+        "exactly where it stopped, on the same data (--allow-data-change to go on with\n"
+        "other data) and for more --epochs if given. The first Ctrl-C or SIGTERM\n"
+        "finishes the current batch, saves last.npz and stops (exit status 130 or\n"
+        "143); a second one stops at once, saving nothing. A run that diverges (NaN) stops with an error, and its\n"
         "checkpoints keep the last finite state.\n\n"
         "Under `mpiexec -n N` the N processes train one model (data parallel; MPI, or\n"
         "NCCL with --device gpu): rank 0's weights at the start, gradients averaged.\n"
@@ -156,8 +158,13 @@ def _add_train(commands):
                           "or the checkpoint's folder with --resume)")
     run.add_argument("--resume", metavar="PATH",
                      help="continue the run saved in this checkpoint (or in a run folder's "
-                          "last.npz); its settings are kept "
-                          "(only --device, --data-dir and --out may change)")
+                          "last.npz); its settings are kept (only --device, --data-dir, --out "
+                          "and --epochs may change: more --epochs extend the run, its "
+                          "schedule recomputed from the current step)")
+    run.add_argument("--allow-data-change", action="store_true",
+                     help="with --resume: go on although the data differ from the "
+                          "checkpoint's (the steps per epoch, so the schedule, and the "
+                          "normalisation change; the run says how)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--sync-bn", dest="sync_bn", action="store_const", const=True,
                      help="under mpiexec: batch norm with the statistics of the whole batch of "
@@ -363,9 +370,11 @@ def _train_on(args, comm):
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     progress = not args.no_progress
     ranks = {} if comm is None else {"comm": comm}
+    if args.allow_data_change and not args.resume:
+        raise ValueError("--allow-data-change applies to --resume only")
     if args.resume:
         trainer = Trainer.resume(args.resume, args.out, overrides=given, progress=progress,
-                                 **ranks)
+                                 allow_data_change=args.allow_data_change, **ranks)
     else:
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}"
