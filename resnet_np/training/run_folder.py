@@ -60,6 +60,11 @@ class RunFolder:
         files are its own; otherwise the folder must hold no run.
         """
         self.path.mkdir(parents=True, exist_ok=True)
+        own = self.path / "config.json"
+        if not continuing and own.exists() and not _written_by_a_run(own):
+            raise FileExistsError(f"{own} was not written by resnet-np (it lacks the settings "
+                                  "a run writes); it is left as it is: choose another --out, "
+                                  "or move the file away")
         self._acquire()
         removed = remove_stale_temp_files(self.path, OUTPUT_FILES)
         if removed:
@@ -104,11 +109,6 @@ class RunFolder:
             raise FileExistsError(f"{self.path} already holds a run ({', '.join(existing)}); "
                                   f"continue it with --resume {self.path / checkpoints[0]} or "
                                   "choose another --out")
-        config = self.path / "config.json"
-        if config.exists() and not _written_by_a_run(config):
-            raise FileExistsError(f"{config} was not written by resnet-np (it lacks the "
-                                  "settings a run writes); it is left as it is: choose another "
-                                  "--out, or move the file away")
         leftovers = [name for name in OUTPUT_FILES if (self.path / name).exists()]
         if not leftovers:
             return
