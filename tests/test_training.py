@@ -544,7 +544,7 @@ def test_a_second_ctrl_c_while_best_npz_is_written_saves_nothing(tmp_path, monke
         return EvalResult(loss=1.0, top1=next(scores), top5=1.0,
                           labels=np.zeros(4, np.int64), predictions=np.zeros(4, np.int64))
 
-    savez, save, calls = np.savez, trainer_module.save_checkpoint, []
+    savez, save, calls, fired = np.savez, trainer_module.save_checkpoint, [], []
 
     def save_noting_best_of_epoch_2(path, *args, **kwargs):
         if Path(path).name == "best.npz" and kwargs["progress"]["epoch"] == 2:
@@ -553,7 +553,8 @@ def test_a_second_ctrl_c_while_best_npz_is_written_saves_nothing(tmp_path, monke
 
     def savez_then_ctrl_c_twice(file, **arrays):
         savez(file, **arrays)                           # half-way through the atomic write
-        if calls:                                       # of best.npz, after epoch 2
+        if calls and not fired:                         # of best.npz, after epoch 2
+            fired.append(file)
             os.kill(os.getpid(), signal.SIGINT)         # Ctrl-C: stop after this batch...
             os.kill(os.getpid(), signal.SIGINT)         # ...and again: stop at once
 
