@@ -115,22 +115,26 @@ def _add_train(commands):
         "exactly where it stopped, on the same data (--allow-data-change to go on with\n"
         "other data) and for more --epochs if given. The first Ctrl-C or SIGTERM\n"
         "finishes the current batch, saves last.npz and stops (exit status 130 or\n"
-        "143); a second one stops at once, saving nothing. A run that diverges (NaN) stops with an error, and its\n"
-        "checkpoints keep the last finite state.\n\n"
+        "143); a second one stops at once, saving nothing. A run that diverges (NaN)\n"
+        "stops with an error, and its checkpoints keep the last finite state.\n\n"
         "Under `mpiexec -n N` the N processes train one model (data parallel; MPI, or\n"
         "NCCL with --device gpu): rank 0's weights at the start, gradients averaged.\n"
         "Each epoch's shuffled order is split into N disjoint shares, the last (fewer\n"
         "than N) images of the order dropped, never padded; --batch-size is per process\n"
         "(N x it images per step) and --lr is used as given, not scaled. Rank 0 alone\n"
-        "logs and writes files; a run resumes on the same N. Install: pip install\n"
-        "'resnet-np[mpi]'.",
+        "logs and writes files; a run resumes on the same N. Every rank checks at the\n"
+        "start that it holds the data and settings of rank 0, and SIGTERM ends the job\n"
+        "within seconds. Install: pip install 'resnet-np[mpi]'.",
         ["resnet-np train",
          "resnet-np train --epochs 5 --lr 0.1 --out runs/digits",
          "resnet-np train --dataset cifar10 --data-dir data --epochs 30 --batch-size 128",
          "resnet-np train --dataset folder --data-dir photos --image-size 64 --model resnet34",
          "resnet-np train --resume runs/digits          # or runs/digits/last.npz",
+         "resnet-np train --resume runs/digits --epochs 8   # extend it to 8 epochs",
          "resnet-np train --limit 256 --epochs 2 --no-progress     # a quick smoke test",
-         "mpiexec -n 2 resnet-np train --sync-bn                   # two processes"])
+         "mpiexec -n 2 -genv OMP_NUM_THREADS 1 resnet-np train --sync-bn   # MPICH",
+         "mpirun -n 2 -x OMP_NUM_THREADS=1 resnet-np train --sync-bn        # Open MPI "
+         "(as root: --allow-run-as-root)"])
     _add_model_flags(p.add_argument_group("model"))
     data = p.add_argument_group("data")
     _add_data_flags(data, for_training=True)

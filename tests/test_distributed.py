@@ -4,7 +4,8 @@
               (float64, SGD and AdamW); with batch norm per rank, they equal the
               per-rank semantics computed here (two models, averaged gradients)
     cli       ``mpiexec -n 2 resnet-np train --sync-bn`` equals ``resnet-np train`` at
-              twice the batch (a tiny network in place of the ResNet, for speed); an interrupted and resumed 2-rank run equals an
+              twice the batch, augmentation on (a tiny network in place of the ResNet,
+              for speed); an interrupted and resumed 2-rank run equals an
               uninterrupted one bit for bit; resuming on another number of
               processes says what to do; a failing rank ends the job within seconds;
               ranks whose data differ stop together with one line; SIGTERM ends a

@@ -58,7 +58,6 @@ from ..nn import CrossEntropyLoss
 from ..optim import SGD, Adam, AdamW, build_schedule
 from .checkpoint import (CheckpointError, capture_rng_state, describe_model, model_from_config,
                          non_finite_entries, restore_model, restore_rng_state, save_checkpoint)
-from .config import TrainConfig
 from .evaluate import evaluate
 from .metrics import MetricsWriter, format_accuracy
 from .plots import plot_confusion_matrix, plot_history
