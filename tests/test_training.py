@@ -650,3 +650,13 @@ def test_a_step_copies_two_numbers_to_the_host_and_never_the_logits(tmp_path, mo
         # The batch itself goes through to_numpy on its way to the device (a no-op on
         # NumPy); of what the step computes, only (loss, number right) comes back.
         assert (16, 10) not in step and step.count((2,)) == 1, per_step
+
+
+def test_allow_data_change_without_resume_is_one_line(capsys, tmp_path):
+    from resnet_np.cli import main
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--allow-data-change", "--limit", "16", "--batch-size", "16",
+              "--epochs", "1", "--image-size", "8", "--no-progress", "--out", str(tmp_path)])
+    assert info.value.code == 1
+    assert capsys.readouterr().err == ("resnet-np: error: --allow-data-change applies to "
+                                       "--resume only\n")
