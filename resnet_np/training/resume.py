@@ -13,10 +13,13 @@ of the training and test sets. Resuming on other data is refused, since it
 would silently change the steps of every epoch (and so the schedule) and the
 normalisation, unless ``allow_data_change`` is given; the run then says what
 changes.
+
+:func:`restore` puts a freshly built trainer in the checkpoint's state.
 """
 from pathlib import Path
 
-from .checkpoint import CheckpointError, check_model_config
+from .checkpoint import (CheckpointError, check_model_config, describe_model, restore_model,
+                         restore_rng_state)
 from .config import TrainConfig
 
 # Settings a resumed run may change: where it runs and where the data lies, not its recipe.
@@ -101,6 +104,47 @@ def check_data(checkpoint, current, allow_change):
                  f"{_rounded(current['std'])} (was {_rounded(saved.get('mean'))}, "
                  f"{_rounded(saved.get('std'))})")
     return note + "; going on as --allow-data-change asks"
+
+
+def restore(trainer, checkpoint, allow_data_change=False):
+    """Put a freshly built :class:`~.trainer.Trainer` in the state ``checkpoint`` saved:
+    weights, optimizer, schedule, loader position, generators and counters. Data that
+    differ are refused (or, allowed, noted); a new length or other data rebuild the
+    schedule from the step reached."""
+    from .trainer import new_sums
+    note = check_data(checkpoint, trainer.checkpoint_config(), allow_data_change)
+    restore_model(trainer.weights, checkpoint.model_state, checkpoint.path,
+                  f"a {describe_model(trainer.checkpoint_config())}")
+    if trainer.scaler is not None:
+        if not checkpoint.scaler:
+            raise CheckpointError(f"{checkpoint.path} has no loss-scaler state, so its "
+                                  "mixed-precision run cannot be resumed exactly")
+        trainer.scaler.load_state_dict(checkpoint.scaler)
+    trainer.optimizer.load_state_dict(checkpoint.optimizer)
+    trainer.scheduler.load_state_dict(checkpoint.scheduler)
+    trainer.train_loader.load_state_dict(checkpoint.loader)
+    restore_rng_state(checkpoint.rng)
+    progress = checkpoint.progress
+    trainer.epoch, trainer.batch = progress["epoch"], progress["batch"]
+    trainer.sums = {**new_sums(), **progress["sums"]}
+    trainer.history, trainer.best_top1 = list(progress["history"]), progress["best_top1"]
+    trainer._loader_state = checkpoint.loader
+    trainer.resumed_from = Path(checkpoint.path)
+    if note is not None:
+        trainer.resume_notes.append(note)
+    saved_epochs = checkpoint.config.get("epochs")
+    if note is None and saved_epochs == trainer.config.epochs:
+        return
+    step = trainer.scheduler.last_epoch
+    trainer.scheduler = trainer._build_schedule()
+    continue_schedule(trainer.scheduler, step)
+    if saved_epochs != trainer.config.epochs:
+        config = trainer.config
+        trainer.resume_notes.append(
+            f"the run now lasts {config.epochs} epochs (it was {saved_epochs}): the "
+            f"{config.schedule} schedule is recomputed for "
+            f"{config.epochs * len(trainer.train_loader)} steps and goes on from step {step} "
+            f"(learning rate {trainer.optimizer.param_groups[0]['lr']:.4g} now)")
 
 
 def continue_schedule(scheduler, step):

@@ -57,13 +57,13 @@ from ..data.transforms import random_crop, random_flip
 from ..nn import CrossEntropyLoss
 from ..optim import SGD, Adam, AdamW, build_schedule
 from .checkpoint import (CheckpointError, capture_rng_state, describe_model, model_from_config,
-                         non_finite_entries, restore_model, restore_rng_state, save_checkpoint)
+                         non_finite_entries, save_checkpoint)
 from .evaluate import evaluate
 from .metrics import MetricsWriter, format_accuracy
 from .plots import plot_confusion_matrix, plot_history
 from .progress import log as default_log
 from .progress import progress_bar
-from .resume import apply_overrides, check_data, continue_schedule
+from .resume import apply_overrides, restore
 from .run_folder import RunFolder, resume_path
 from .signals import EXIT_STATUS, StopSignals
 
@@ -131,7 +131,7 @@ class Trainer:
         self.scheduler = self._build_schedule()
         self.criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.epoch, self.batch = 0, 0      # epochs done; batches done in the current epoch
-        self.sums = _new_sums()            # running totals of the current epoch
+        self.sums = new_sums()             # running totals of the current epoch
         self.history, self.best_top1 = [], None
         self.resumed_from, self.resume_notes = None, []
         self._loader_state = self.train_loader.state_dict()
@@ -220,43 +220,8 @@ class Trainer:
         return trainer
 
     def _restore(self, checkpoint, allow_data_change=False):
-        note = check_data(checkpoint, self.checkpoint_config(), allow_data_change)
-        restore_model(self.weights, checkpoint.model_state, checkpoint.path,
-                      f"a {describe_model(self.checkpoint_config())}")
-        if self.scaler is not None:
-            if not checkpoint.scaler:
-                raise CheckpointError(f"{checkpoint.path} has no loss-scaler state, so its "
-                                      "mixed-precision run cannot be resumed exactly")
-            self.scaler.load_state_dict(checkpoint.scaler)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scheduler.load_state_dict(checkpoint.scheduler)
-        self.train_loader.load_state_dict(checkpoint.loader)
-        restore_rng_state(checkpoint.rng)
-        progress = checkpoint.progress
-        self.epoch, self.batch = progress["epoch"], progress["batch"]
-        self.sums = {**_new_sums(), **progress["sums"]}
-        self.history, self.best_top1 = list(progress["history"]), progress["best_top1"]
-        self._loader_state = checkpoint.loader
-        self.resumed_from = Path(checkpoint.path)
-        saved_epochs = checkpoint.config.get("epochs")
-        if note is not None or saved_epochs != self.config.epochs:
-            self._rebuild_schedule(note, saved_epochs)
-
-    def _rebuild_schedule(self, note, saved_epochs):
-        """The run's length or data changed: the same schedule over the new number of
-        steps, continuing from the step reached."""
-        step = self.scheduler.last_epoch
-        self.scheduler = self._build_schedule()
-        continue_schedule(self.scheduler, step)
-        total = self.config.epochs * len(self.train_loader)
-        if note is not None:
-            self.resume_notes.append(note)
-        if saved_epochs != self.config.epochs:
-            self.resume_notes.append(
-                f"the run now lasts {self.config.epochs} epochs (it was {saved_epochs}): the "
-                f"{self.config.schedule} schedule is recomputed for {total} steps and goes on "
-                f"from step {step} (learning rate "
-                f"{self.optimizer.param_groups[0]['lr']:.4g} now)")
+        """Continue from ``checkpoint`` (see :func:`.resume.restore`)."""
+        restore(self, checkpoint, allow_data_change)
 
     # ------------------------------------------------------------------ the run
     def fit(self):
@@ -402,7 +367,7 @@ class Trainer:
         result = self._evaluate()
         self._at_boundary = False
         record = self._epoch_record(result)
-        self.epoch, self.batch, self.sums = self.epoch + 1, 0, _new_sums()
+        self.epoch, self.batch, self.sums = self.epoch + 1, 0, new_sums()
         self.history.append(record)
         improved = self.best_top1 is None or result.top1 > self.best_top1
         if improved:
@@ -597,7 +562,7 @@ def _quiet(message):
     """The log of ranks other than 0."""
 
 
-def _new_sums():
+def new_sums():
     """Running totals of an epoch; ``lr`` is the rate of its latest batch."""
     return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": None, "skipped": 0}
 
