@@ -134,24 +134,30 @@ def _add_train(commands):
         "then a cosine decay: about 2 minutes on two CPU cores, over 95% test accuracy.\n\n"
         "The run's folder (--out) receives last.npz (every epoch, and on Ctrl-C),\n"
         "best.npz (best test top-1), metrics.jsonl, curves.png, confusion_matrix.png\n"
-        "and config.json. --resume continues a run exactly where it stopped; the first\n"
-        "Ctrl-C or SIGTERM finishes the current batch, saves last.npz and stops (exit\n"
-        "status 130 or 143). A run that diverges (NaN) stops with an error, and its\n"
-        "checkpoints keep the last finite state.\n\n"
+        "and config.json; one run at a time uses a folder. --resume continues a run\n"
+        "exactly where it stopped, on the same data (--allow-data-change to go on with\n"
+        "other data) and for more --epochs if given. The first Ctrl-C or SIGTERM\n"
+        "finishes the current batch, saves last.npz and stops (exit status 130 or\n"
+        "143); a second one stops at once, saving nothing. A run that diverges (NaN)\n"
+        "stops with an error, and its checkpoints keep the last finite state.\n\n"
         "Under `mpiexec -n N` the N processes train one model (data parallel; MPI, or\n"
         "NCCL with --device gpu): rank 0's weights at the start, gradients averaged.\n"
         "Each epoch's shuffled order is split into N disjoint shares, the last (fewer\n"
         "than N) images of the order dropped, never padded; --batch-size is per process\n"
         "(N x it images per step) and --lr is used as given, not scaled. Rank 0 alone\n"
-        "logs and writes files; a run resumes on the same N. Install: pip install\n"
-        "'resnet-np[mpi]'.",
+        "logs and writes files; a run resumes on the same N. Every rank checks at the\n"
+        "start that it holds the data and settings of rank 0, and SIGTERM ends the job\n"
+        "within seconds. Install: pip install 'resnet-np[mpi]'.",
         ["resnet-np train",
          "resnet-np train --epochs 5 --lr 0.1 --out runs/digits",
          "resnet-np train --dataset cifar10 --data-dir data --epochs 30 --batch-size 128",
          "resnet-np train --dataset folder --data-dir photos --image-size 64 --model resnet34",
          "resnet-np train --resume runs/digits          # or runs/digits/last.npz",
+         "resnet-np train --resume runs/digits --epochs 8   # extend it to 8 epochs",
          "resnet-np train --limit 256 --epochs 2 --no-progress     # a quick smoke test",
-         "mpiexec -n 2 resnet-np train --sync-bn                   # two processes"])
+         "mpiexec -n 2 -genv OMP_NUM_THREADS 1 resnet-np train --sync-bn   # MPICH",
+         "mpirun -n 2 -x OMP_NUM_THREADS=1 resnet-np train --sync-bn        # Open MPI "
+         "(as root: --allow-run-as-root)"])
     _add_model_flags(p.add_argument_group("model"))
     data = p.add_argument_group("data")
     _add_data_flags(data, for_training=True)
@@ -179,8 +185,13 @@ def _add_train(commands):
                           "or the checkpoint's folder with --resume)")
     run.add_argument("--resume", metavar="PATH",
                      help="continue the run saved in this checkpoint (or in a run folder's "
-                          "last.npz); its settings are kept "
-                          "(only --device, --data-dir and --out may change)")
+                          "last.npz); its settings are kept (only --device, --data-dir, --out "
+                          "and --epochs may change: more --epochs extend the run, its "
+                          "schedule recomputed from the current step)")
+    run.add_argument("--allow-data-change", action="store_true",
+                     help="with --resume: go on although the data differ from the "
+                          "checkpoint's (the steps per epoch, so the schedule, and the "
+                          "normalisation change; the run says how)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--sync-bn", dest="sync_bn", action="store_const", const=True,
                      help="under mpiexec: batch norm with the statistics of the whole batch of "
@@ -387,9 +398,11 @@ def _train_on(args, comm):
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     progress = not args.no_progress
     ranks = {} if comm is None else {"comm": comm}
+    if args.allow_data_change and not args.resume:
+        raise ValueError("--allow-data-change applies to --resume only")
     if args.resume:
         trainer = Trainer.resume(args.resume, args.out, overrides=given, progress=progress,
-                                 **ranks)
+                                 allow_data_change=args.allow_data_change, **ranks)
     else:
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}"

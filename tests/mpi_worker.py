@@ -7,11 +7,14 @@
         GPU (one per rank) the communicator is NCCL.
 
     python tests/mpi_worker.py cli [--tiny] [--interrupt-rank R --at-batch K]
-                                   [--fail-rank R] -- TRAIN ARGUMENTS
+                                   [--fail-rank R] [--stall-rank R --at-batch K --marker F]
+                                   [--other-data-rank R] -- TRAIN ARGUMENTS
         ``resnet-np`` itself (its main()), optionally with the tiny network and
         random images (no scikit-learn to import) in place of the ResNet and
         the digits, with Ctrl-C sent to rank R after its batch K of the first
-        epoch, or with rank R failing at its second step.
+        epoch, with rank R failing at its second step, with rank R waiting in
+        MPI forever after its batch K (for a message never sent; it creates
+        file F first), or with rank R given 40 training images instead of 60.
 
 The single-process references the tests compare against are built from the
 same pieces (``tiny_model``, ``tiny_dataset``, ``make_optimizer``) in the test.
@@ -62,12 +65,14 @@ def tiny_dataset(n=50, size=6, seed=7):
     return Dataset(images, rng.integers(0, 3, n).astype(np.int64), ["a", "b", "c"], "tiny")
 
 
-def use_tiny_network_and_data(trainer_module, setattr=setattr):
-    """The trainer builds TinyNet and loads 60 + 30 random 8x8 images of 3 classes."""
+def use_tiny_network_and_data(trainer_module, setattr=setattr, train_images=60):
+    """The trainer builds TinyNet and loads 60 (``train_images``) + 30 random 8x8 images
+    of 3 classes."""
     setattr(trainer_module, "model_from_config", lambda config, device="cpu":
             TinyNet(config["num_classes"], config["dtype"]).to(device))
     setattr(trainer_module, "load_dataset", lambda name, data_dir, split, image_size:
-            tiny_dataset(60 if split == "train" else 30, 8, seed=int(split == "train")))
+            tiny_dataset(train_images if split == "train" else 30, 8,
+                         seed=int(split == "train")))
 
 
 def make_optimizer(name, params):
@@ -112,7 +117,21 @@ def run_cli(args, argv):
     from resnet_np.training import trainer as trainer_module
     rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
     if args.tiny:
-        use_tiny_network_and_data(trainer_module)
+        use_tiny_network_and_data(trainer_module,
+                                  train_images=40 if args.other_data_rank == rank else 60)
+    if args.stall_rank == rank:
+        init = trainer_module.Trainer.__init__
+
+        def init_and_stall(self, *a, **kw):
+            init(self, *a, **kw)
+
+            def stall(trainer):
+                if (trainer.epoch, trainer.batch) == (0, args.at_batch):
+                    from mpi4py import MPI
+                    open(args.marker, "w").close()
+                    MPI.COMM_WORLD.Recv(np.empty(1), source=0, tag=77)   # never sent
+            self.on_batch_end = stall
+        trainer_module.Trainer.__init__ = init_and_stall
     if args.interrupt_rank == rank:
         init = trainer_module.Trainer.__init__
 
@@ -141,6 +160,9 @@ def main():
     parser.add_argument("--interrupt-rank", type=int)
     parser.add_argument("--at-batch", type=int, default=1)
     parser.add_argument("--fail-rank", type=int)
+    parser.add_argument("--stall-rank", type=int)
+    parser.add_argument("--marker")
+    parser.add_argument("--other-data-rank", type=int)
     parser.add_argument("--device", default="cpu")
     argv = sys.argv[1:]
     rest = argv[argv.index("--") + 1:] if "--" in argv else []

@@ -4,9 +4,12 @@
               (float64, SGD and AdamW); with batch norm per rank, they equal the
               per-rank semantics computed here (two models, averaged gradients)
     cli       ``mpiexec -n 2 resnet-np train --sync-bn`` equals ``resnet-np train`` at
-              twice the batch (a tiny network in place of the ResNet, for speed); an interrupted and resumed 2-rank run equals an
+              twice the batch, augmentation on (a tiny network in place of the ResNet,
+              for speed); an interrupted and resumed 2-rank run equals an
               uninterrupted one bit for bit; resuming on another number of
-              processes says what to do; a failing rank ends the job within seconds
+              processes says what to do; a failing rank ends the job within seconds;
+              ranks whose data differ stop together with one line; SIGTERM ends a
+              job whose rank waits in MPI
     in process  shards, buckets, SyncBatchNorm2d of one rank against BatchNorm2d,
               launcher detection (no MPI needed)
 
@@ -16,6 +19,7 @@ The MPI tests skip, with the reason, where mpi4py or mpiexec is missing
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +31,6 @@ import pytest
 from resnet_np import backend, distributed
 from resnet_np import functional as F
 from resnet_np.data import DataLoader
-from resnet_np.distributed.sampler import _RankAugment
 from resnet_np.nn import CrossEntropyLoss, Parameter
 from resnet_np.training import CheckpointError, load_checkpoint
 
@@ -51,12 +54,17 @@ TOL = 1e-10
 
 def mpiexec(args, n=2, timeout=180, cwd=None):
     """Run ``python ARGS`` on n ranks; returns the CompletedProcess (output as text)."""
+    return subprocess.run([MPIEXEC, *_launcher_flags(), "-n", str(n), sys.executable, *args],
+                          env=_mpi_env(), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _mpi_env():
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL"))}
     env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([MPIEXEC, *_launcher_flags(), "-n", str(n), sys.executable, *args],
-                          env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return env
 
 
 def _launcher_flags():
@@ -189,8 +197,10 @@ def run_files(folder):
 @needs_mpi
 def test_mpiexec_resnet_np_train_with_sync_bn_equals_one_process_at_twice_the_batch(
         tmp_path, monkeypatch):
+    # As the README says, with augmentation on: each image's crop is drawn from its own
+    # generator (seed, epoch, image), whichever rank and batch it lands in.
     from resnet_np import cli
-    run = [*TINY_RUN, "--no-augment", "--optimizer", "adamw"]
+    run = [*TINY_RUN, "--optimizer", "adamw"]     # augmentation on: drawn per image
     two = mpiexec([WORKER, "cli", "--tiny", "--", *run, "--batch-size", "4", "--sync-bn",
                    "--out", str(tmp_path / "two")])
     assert two.returncode == 0, two.stdout + two.stderr
@@ -274,6 +284,72 @@ def test_a_failing_rank_ends_every_rank_within_seconds_with_its_message(tmp_path
     assert seconds < 60
 
 
+def _image_folder(root, count, size=8):
+    """``count`` random PNG images of ``size`` pixels, half in cat/, half in dog/."""
+    from PIL import Image
+    rng = np.random.default_rng(count)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(count // 2):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                root / name / f"{i}.png")
+
+
+@needs_mpi
+def test_ranks_whose_data_differ_stop_together_with_one_line(tmp_path):
+    # The two folders hold 20 and 60 images of the same classes: the ranks would take
+    # different numbers of steps and wait for each other forever.
+    _image_folder(tmp_path / "a", 20)
+    _image_folder(tmp_path / "b", 60)
+    train = [sys.executable, "-m", "resnet_np", "train", "--dataset", "folder", "--image-size",
+             "8", "--epochs", "1", "--batch-size", "4", "--no-progress",
+             "--out", str(tmp_path / "run")]
+    start = time.monotonic()
+    proc = subprocess.run([MPIEXEC, *_launcher_flags(), "-n", "1", *train, "--data-dir",
+                           str(tmp_path / "a"), ":", "-n", "1", *train, "--data-dir",
+                           str(tmp_path / "b")], env=_mpi_env(), capture_output=True,
+                          text=True, timeout=60)
+    seconds = time.monotonic() - start
+    print(f"the job ended after {seconds:.1f} s (start-up included)")
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert errors == ["resnet-np: error: rank 1 of 2 does not hold what rank 0 holds: its "
+                      "training set's size is 48 images, rank 0's 16 images; every rank must "
+                      "train on the same data with the same settings"], proc.stderr
+    assert not (tmp_path / "run").exists()          # stopped before writing anything
+    assert seconds < 10
+
+
+@needs_mpi
+def test_sigterm_ends_a_job_whose_rank_waits_in_mpi_within_seconds(tmp_path):
+    from resnet_np.distributed.watchdog import GRACE_S
+    marker = tmp_path / "stalled"
+    proc = subprocess.Popen(
+        [MPIEXEC, *_launcher_flags(), "-n", "2", sys.executable, WORKER, "cli", "--tiny",
+         "--stall-rank", "1", "--at-batch", "2", "--marker", str(marker), "--", *TINY_RUN,
+         "--batch-size", "4", "--out", str(tmp_path / "run")],
+        env=_mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate(timeout=10)
+        time.sleep(1.0)      # rank 1 waits in MPI_Recv, rank 0 in its next allreduce
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    print(f"SIGTERM ended the job after {seconds:.1f} s")
+    assert proc.returncode != 0, out + err
+    assert ("resnet-np: error: rank 0 of 2: SIGTERM while waiting" in err
+            and "ending the job without saving" in err), err
+    assert seconds < GRACE_S + 5
+
+
 # --------------------------------------------------------------------------- #
 # In one process: no MPI needed
 # --------------------------------------------------------------------------- #
@@ -289,15 +365,20 @@ def test_shards_are_disjoint_equal_and_cover_all_but_the_tail():
         distributed.shard(order, 4, 4)
 
 
-def test_each_rank_augments_with_its_own_stream():
-    def draw(images, rng):
-        return rng.integers(0, 1000, 8)
-
-    def rng():
-        return np.random.default_rng(np.random.SeedSequence(0, spawn_key=(1, 1, 5)))
-    r0, r1 = _RankAugment(draw, 0, 2)(None, rng()), _RankAugment(draw, 1, 2)(None, rng())
-    assert not np.array_equal(r0, r1)
-    assert np.array_equal(r0, _RankAugment(draw, 0, 2)(None, rng()))   # reproducible
+def test_two_shards_at_batch_b_augment_as_one_loader_at_2b():
+    from resnet_np.data.transforms import cifar_augment
+    dataset = tiny_dataset(n=24, size=6)
+    options = dict(shuffle=True, seed=5, augment=cifar_augment, drop_last=True, prefetch=False)
+    one = DataLoader(dataset, 8, **options)
+    ranks = [distributed.ShardedLoader(dataset, 4, rank, 2, **options) for rank in range(2)]
+    for _ in range(2):   # epochs
+        for (x, _), (x0, _), (x1, _) in zip(one, *ranks):
+            together = np.empty_like(x)
+            together[0::2], together[1::2] = x0, x1     # rank r holds every 2nd image from r
+            assert np.array_equal(together, x)
+    plain = DataLoader(dataset, 8, **{**options, "augment": None})
+    assert not np.array_equal(next(iter(plain))[0], next(iter(DataLoader(dataset, 8,
+                                                                         **options)))[0])
 
 
 def test_sync_batch_norm_of_one_rank_is_batch_norm():
@@ -482,3 +563,18 @@ def test_eval_results_of_strided_shards_combine_into_the_whole_sets():
     assert whole.top1 == (labels == predictions).mean() and whole.top5 == 1.0
     assert np.array_equal(whole.confusion_matrix(4), EvalResult(
         0.5, 0, 0, labels, predictions).confusion_matrix(4))
+
+
+def test_ranks_with_other_settings_or_images_disagree_on_every_rank():
+    facts = [("training set's size", "60 images"), ("training set's fingerprint", "ab12"),
+             ("setting lr", 0.05)]
+    other_lr = facts[:2] + [("setting lr", 0.1)]
+    for rank in (0, 1):      # every rank reaches the same verdict, so all stop alike
+        with pytest.raises(distributed.RanksDisagree, match=r"^rank 1 of 2 does not hold what "
+                           r"rank 0 holds: its setting lr is 0.1, rank 0's 0.05; every rank"):
+            distributed.check_same_run(_TwoRanks(rank, [facts, other_lr]),
+                                       [facts, other_lr][rank])
+    shuffled = [facts[0], ("training set's fingerprint", "cd34"), facts[2]]
+    with pytest.raises(distributed.RanksDisagree, match="fingerprint is cd34, rank 0's ab12"):
+        distributed.check_same_run(_TwoRanks(0, [facts, shuffled]), facts)
+    distributed.check_same_run(_TwoRanks(1, [facts, list(facts)]), facts)   # the same: no error

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -397,7 +398,8 @@ def test_a_huge_learning_rate_ends_in_an_error_not_a_nan_checkpoint(tmp_path):
 
 def test_a_folder_whose_run_died_before_its_first_checkpoint_is_reused(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("")
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({**TrainConfig().to_dict(),
+                                                      "num_classes": 10}))
     stale = [tmp_path / ".last.npz.k3j4.tmp", tmp_path / ".metrics.jsonl.x1.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
@@ -490,3 +492,171 @@ def test_plots_have_whole_epoch_ticks_and_skip_a_missing_top5(tmp_path, monkeypa
         assert ticks and all(float(t).is_integer() for t in ticks)
     labels = [line.get_label() for line in figures[0].axes[1].get_lines()]
     assert labels == ["train top-1", "test top-1"]
+
+
+# --------------------------------------------------------------------------- #
+# One run per folder; a second Ctrl-C; resuming on other data or for longer
+# --------------------------------------------------------------------------- #
+HOLD_THE_FOLDER = """
+import sys, time
+from resnet_np.training.run_folder import RunFolder
+RunFolder(sys.argv[1], print).open({"model": "resnet18", "dataset": "digits", "epochs": 2,
+    "batch_size": 16, "lr": 0.05, "optimizer": "sgd", "num_classes": 10}, continuing=False)
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_folder_in_use_is_refused_naming_its_process_until_that_one_is_killed(tmp_path):
+    import subprocess
+    import sys
+    from resnet_np.training.run_folder import FolderInUse
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_FOLDER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        in_flight = tmp_path / ".last.npz.k3j4.tmp"     # the holder's save, half-way
+        in_flight.write_bytes(b"half a file")
+        with pytest.raises(FolderInUse, match=rf"^{tmp_path} is in use by another run "
+                                              rf"\(process {holder.pid}\); wait for it"):
+            run(tmp_path)
+        assert in_flight.exists() and (tmp_path / "config.json").exists()
+    finally:
+        holder.kill()                                   # kill -9: the lock goes with it
+        holder.wait()
+    _, summary = run(tmp_path, epochs=1, warmup_epochs=0)
+    assert not summary["interrupted"] and not in_flight.exists()
+
+
+def test_a_folder_holding_someone_elses_config_json_is_left_alone(tmp_path):
+    mine = '{"theme": "dark", "font": 12}\n'
+    (tmp_path / "config.json").write_text(mine)
+    with pytest.raises(FileExistsError, match=r"config.json was not written by resnet-np"):
+        run(tmp_path)
+    assert (tmp_path / "config.json").read_text() == mine
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_a_second_ctrl_c_while_best_npz_is_written_saves_nothing(tmp_path, monkeypatch):
+    scores = iter([0.4, 0.6])                           # epoch 2 improves: best.npz is written
+
+    def fake_evaluate(model, loader, *args, **kwargs):
+        return EvalResult(loss=1.0, top1=next(scores), top5=1.0,
+                          labels=np.zeros(4, np.int64), predictions=np.zeros(4, np.int64))
+
+    savez, save, calls, fired = np.savez, trainer_module.save_checkpoint, [], []
+
+    def save_noting_best_of_epoch_2(path, *args, **kwargs):
+        if Path(path).name == "best.npz" and kwargs["progress"]["epoch"] == 2:
+            calls.append(path)
+        return save(path, *args, **kwargs)
+
+    def savez_then_ctrl_c_twice(file, **arrays):
+        savez(file, **arrays)                           # half-way through the atomic write
+        if calls and not fired:                         # of best.npz, after epoch 2
+            fired.append(file)
+            os.kill(os.getpid(), signal.SIGINT)         # Ctrl-C: stop after this batch...
+            os.kill(os.getpid(), signal.SIGINT)         # ...and again: stop at once
+
+    monkeypatch.setattr(trainer_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_noting_best_of_epoch_2)
+    monkeypatch.setattr(np, "savez", savez_then_ctrl_c_twice)
+    lines = []
+    _, summary = run(tmp_path, log=lines.append)
+    monkeypatch.undo()
+    assert calls and summary["interrupted"] and summary["exit_status"] == 130
+    assert not any("epoch 3/2" in line for line in lines), lines
+    assert "nothing saved" in lines[-1] and "last.npz is unchanged" in lines[-1]
+    last, best = load_checkpoint(tmp_path / "last.npz"), load_checkpoint(tmp_path / "best.npz")
+    assert last.progress["epoch"] == best.progress["epoch"] == 1
+    assert last.progress["best_top1"] == best.progress["best_top1"] == 0.4
+    trainer = Trainer.resume(tmp_path, progress=False, log=lambda message: None)
+    assert trainer.best_top1 == 0.4 and trainer.epoch == 1
+
+
+def other_digits(monkeypatch):
+    """The same digits half as bright: other data of the same size and other statistics."""
+    load = trainer_module.load_dataset
+
+    def mirrored(*args, **kwargs):
+        dataset = load(*args, **kwargs)
+        dataset.images = dataset.images // 2
+        return dataset
+    monkeypatch.setattr(trainer_module, "load_dataset", mirrored)
+
+
+def test_resuming_on_other_data_is_refused_unless_allowed(run_stopped_after_one_epoch,
+                                                          tmp_path, monkeypatch):
+    copy = tmp_path / "run"
+    shutil.copytree(run_stopped_after_one_epoch, copy)
+    other_digits(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"last.npz was trained on other data: its training "
+                       r"set had 32 images \(fingerprint [0-9a-f]{16}\), this one has 32 .*"
+                       "add --allow-data-change"):
+        Trainer.resume(copy, progress=False)
+    lines = []
+    trainer = Trainer.resume(copy, allow_data_change=True, progress=False, log=lines.append)
+    summary = trainer.fit()
+    assert not summary["interrupted"] and summary["epochs"] == 2
+    note = next(line for line in lines if "data differ" in line)
+    assert "normalisation mean" in note and "going on as --allow-data-change asks" in note
+
+
+def test_more_epochs_on_resume_extend_the_run_with_the_schedule_recomputed(
+        run_stopped_after_one_epoch, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_stopped_after_one_epoch, copy)
+    lines = []
+    trainer = Trainer.resume(copy, overrides={"epochs": 3}, progress=False, log=lines.append)
+    fresh = Trainer(TrainConfig(**{**TINY, "epochs": 3}), tmp_path / "fresh", progress=False)
+    for _ in range(2):                                   # the 2 steps of the epoch done
+        fresh.scheduler.step()
+    assert trainer.optimizer.param_groups[0]["lr"] == fresh.optimizer.param_groups[0]["lr"]
+    summary = trainer.fit()
+    assert summary["epochs"] == 3 and len(read_metrics(copy / "metrics.jsonl")) == 3
+    assert any("now lasts 3 epochs (it was 2): the cosine schedule is recomputed for 6 steps "
+               "and goes on from step 2" in line for line in lines), lines
+    with pytest.raises(CheckpointError, match=r"--epochs 1 cannot apply, 1 epoch are already"):
+        Trainer.resume(run_stopped_after_one_epoch, overrides={"epochs": 1})
+
+
+def test_metrics_jsonl_stays_strict_json_when_a_value_is_nan(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    MetricsWriter(path).append({"epoch": 1, "test_loss": float("nan"),
+                                "top1": np.float32("inf"), "lr": 0.1})
+
+    def not_json(name):
+        raise AssertionError(f"{name} is not JSON")
+    record = json.loads(path.read_text(), parse_constant=not_json)
+    assert record == {"epoch": 1, "test_loss": None, "top1": None, "lr": 0.1}
+
+
+def test_a_step_copies_two_numbers_to_the_host_and_never_the_logits(tmp_path, monkeypatch):
+    from resnet_np import backend
+    to_numpy, copies, per_step = backend.to_numpy, [], []
+
+    def counting(array):
+        copies.append(np.shape(array))
+        return to_numpy(array)
+
+    def mark(trainer):
+        per_step.append(list(copies))
+        copies.clear()
+
+    monkeypatch.setattr(backend, "to_numpy", counting)
+    run(tmp_path, on_batch_end=mark, epochs=1, warmup_epochs=0, limit=64)
+    assert len(per_step) == 4
+    for step in per_step[1:]:                         # the first one follows the set-up
+        # The batch itself goes through to_numpy on its way to the device (a no-op on
+        # NumPy); of what the step computes, only (loss, number right) comes back.
+        assert (16, 10) not in step and step.count((2,)) == 1, per_step
+
+
+def test_allow_data_change_without_resume_is_one_line(capsys, tmp_path):
+    from resnet_np.cli import main
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--allow-data-change", "--limit", "16", "--batch-size", "16",
+              "--epochs", "1", "--image-size", "8", "--no-progress", "--out", str(tmp_path)])
+    assert info.value.code == 1
+    assert capsys.readouterr().err == ("resnet-np: error: --allow-data-change applies to "
+                                       "--resume only\n")

@@ -10,6 +10,7 @@ and Pillow store them: four times smaller than float32 and what the augmentation
 work on. :func:`~resnet_np.data.transforms.normalize` turns a batch into the
 float32 (B, 3, H, W) that the network takes.
 """
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,15 @@ class Dataset:
 
     def __len__(self):
         return len(self.labels)
+
+    def fingerprint(self):
+        """A short hex digest of the images, labels and class names: equal digests mean
+        the same data, in the same order (BLAKE2b; about 0.2 s for CIFAR's 150 MB)."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(repr((self.images.shape, list(self.classes))).encode())
+        digest.update(np.ascontiguousarray(self.labels).tobytes())
+        digest.update(np.ascontiguousarray(self.images).data)
+        return digest.hexdigest()
 
     def __repr__(self):
         return (f"Dataset({self.name!r}, {len(self)} images of "

@@ -1,10 +1,13 @@
 """Mini-batches of a :class:`~resnet_np.data.Dataset`, reproducible and resumable.
 
-Every random choice is a function of ``(seed, epoch)`` and of the batch index:
-the order of epoch ``e`` is a permutation drawn from its own generator, and the
-augmentation of batch ``i`` of epoch ``e`` from another. So a loader that is
-given a saved :meth:`DataLoader.state_dict` yields exactly the batches the
-saved run would have yielded next, without replaying what came before.
+Every random choice is a function of ``(seed, epoch)`` and of the image: the
+order of epoch ``e`` is a permutation drawn from its own generator, and the
+augmentation of image ``j`` (its index in the dataset) in epoch ``e`` from
+another, whatever batch it lands in. So a loader that is given a saved
+:meth:`DataLoader.state_dict` yields exactly the batches the saved run would
+have yielded next, without replaying what came before; and N processes that
+each take B images of every step's N x B augment them exactly as one process
+at batch N x B does.
 """
 import queue
 import threading
@@ -32,9 +35,10 @@ class DataLoader:
     seed : int
         Seed (>= 0) of the shuffling and the augmentation.
     augment : callable, optional
-        ``augment(images, rng) -> images`` on a uint8 batch (B, H, W, 3), e.g.
-        :func:`~resnet_np.data.transforms.cifar_augment`; ``rng`` is a
-        ``numpy.random.Generator`` seeded for this batch.
+        ``augment(images, rng) -> images`` on uint8 images (1, H, W, 3), e.g.
+        :func:`~resnet_np.data.transforms.cifar_augment`, called once per image;
+        ``rng`` is a ``numpy.random.Generator`` seeded for that image in this
+        epoch, from ``(seed, epoch, index of the image in the dataset)``.
     drop_last : bool
         Skip the last batch when it would be smaller than ``batch_size``.
     prefetch : bool
@@ -133,13 +137,14 @@ class DataLoader:
         index = order[i * self.batch_size:(i + 1) * self.batch_size]
         images = self.dataset.images[index]
         if self.augment is not None:
-            images = self.augment(images, _rng(self.seed, epoch, 1, i))
+            images = np.concatenate([self.augment(images[b:b + 1], _rng(self.seed, epoch, 1, j))
+                                     for b, j in enumerate(index.tolist())])
         labels = np.asarray(self.dataset.labels[index], dtype=np.int64)
         return normalize(images, self.mean, self.std), labels
 
 
 def _rng(seed, *key):
-    """An independent generator for each key, e.g. (epoch, 0) or (epoch, 1, batch).
+    """An independent generator for each key, e.g. (epoch, 0) or (epoch, 1, image index).
 
     ``spawn_key`` keeps the streams apart: seeding with the list
     ``[seed, *key]`` would not, as trailing zeros do not change the seed.

@@ -11,6 +11,12 @@ collective). Arrays are summed or broadcast in place:
     bcast_object(obj)    rank 0's Python object, on every rank (pickled)
     allgather_object(o)  the list of every rank's object, in rank order
 
+Every blocking operation of :class:`MPICommunicator` goes through MPI's buffer
+calls (objects are pickled into byte arrays first), which release Python's
+global lock while they wait, and records when it started waiting
+(``waiting_since``): a watchdog thread (:mod:`.watchdog`) can then end a job
+whose main thread waits for a rank that will never come.
+
 Three implementations:
 
     SingleProcess        size 1: every operation is the identity, nothing is imported
@@ -19,6 +25,8 @@ Three implementations:
                          host numbers and objects through MPI, which also hands every
                          rank the NCCL unique id
 """
+import contextlib
+import pickle
 import sys
 import time
 
@@ -29,6 +37,7 @@ class SingleProcess:
     """The communicator of a run in one process: rank 0 of 1, every operation the identity."""
 
     rank, size = 0, 1
+    waiting_since = None
 
     def allreduce(self, array):
         return array
@@ -86,32 +95,67 @@ class MPICommunicator:
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.waiting_since = None   # time.monotonic() when a blocking call began, else None
+
+    @contextlib.contextmanager
+    def _waiting(self):
+        """Mark a blocking call (the outermost one, when calls nest)."""
+        if self.waiting_since is not None:
+            yield
+            return
+        self.waiting_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.waiting_since = None
 
     def allreduce(self, array):
-        self.comm.Allreduce(self.MPI.IN_PLACE, _host_buffer(array), op=self.MPI.SUM)
+        with self._waiting():
+            self.comm.Allreduce(self.MPI.IN_PLACE, _host_buffer(array), op=self.MPI.SUM)
         return array
 
     def iallreduce(self, array):
         return _MPIRequest(self.comm.Iallreduce(self.MPI.IN_PLACE, _host_buffer(array),
-                                                op=self.MPI.SUM))
+                                                op=self.MPI.SUM), self)
 
     def broadcast(self, array, root=0):
-        self.comm.Bcast(_host_buffer(array), root=root)
+        with self._waiting():
+            self.comm.Bcast(_host_buffer(array), root=root)
         return array
 
     def sum_host(self, values):
         values = np.array(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, values, op=self.MPI.SUM)
+        with self._waiting():
+            self.comm.Allreduce(self.MPI.IN_PLACE, values, op=self.MPI.SUM)
         return values
 
     def any(self, flag):
-        return bool(self.comm.allreduce(int(bool(flag)), op=self.MPI.MAX))
+        value = np.array([int(bool(flag))], dtype=np.int64)
+        with self._waiting():
+            self.comm.Allreduce(self.MPI.IN_PLACE, value, op=self.MPI.MAX)
+        return bool(value[0])
 
     def bcast_object(self, obj, root=0):
-        return self.comm.bcast(obj, root=root)
+        with self._waiting():
+            data = np.frombuffer(pickle.dumps(obj), dtype=np.uint8) if self.rank == root else None
+            length = np.array([0 if data is None else data.size], dtype=np.int64)
+            self.comm.Bcast(length, root=root)
+            if data is None:
+                data = np.empty(int(length[0]), dtype=np.uint8)
+            self.comm.Bcast(data, root=root)
+        return obj if self.rank == root else pickle.loads(data.tobytes())
 
     def allgather_object(self, obj):
-        return self.comm.allgather(obj)
+        with self._waiting():
+            mine = np.frombuffer(pickle.dumps(obj), dtype=np.uint8)
+            lengths = np.empty(self.size, dtype=np.int64)
+            self.comm.Allgather(np.array([mine.size], dtype=np.int64), lengths)
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            data = np.empty(int(offsets[-1]), dtype=np.uint8)
+            self.comm.Allgatherv(mine, [data, lengths.tolist(), offsets[:-1].tolist(),
+                                        self.MPI.BYTE])
+        return [pickle.loads(data[start:end].tobytes())
+                for start, end in zip(offsets[:-1], offsets[1:])]
 
     def finish(self, timeout=60.0):
         """Wait for every rank to get here; abort the job if one has not after ``timeout`` s.
@@ -121,7 +165,7 @@ class MPICommunicator:
         """
         request = self.comm.Ibarrier()
         deadline = time.monotonic() + timeout
-        while not request.Test():
+        while not request.Test():   # Python code runs in between: signals are handled
             if time.monotonic() > deadline:
                 _say(f"rank {self.rank} of {self.size}: the other ranks did not finish within "
                      f"{timeout:.0f} s; aborting the job")
@@ -137,11 +181,12 @@ class MPICommunicator:
 
 
 class _MPIRequest:
-    def __init__(self, request):
-        self.request = request
+    def __init__(self, request, owner):
+        self.request, self.owner = request, owner
 
     def wait(self):
-        self.request.Wait()
+        with self.owner._waiting():
+            self.request.Wait()
 
     def test(self):
         """Let MPI progress the operation; True once it is complete."""
@@ -182,6 +227,11 @@ class NCCLCommunicator:
         self._types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
                        "float16": nccl.NCCL_FLOAT16, "int64": nccl.NCCL_INT64,
                        "int32": nccl.NCCL_INT32}
+
+    @property
+    def waiting_since(self):
+        """The host waits only in the MPI calls (NCCL's run on a stream)."""
+        return self.mpi.waiting_since
 
     def _dtype(self, array):
         if not isinstance(array, self.cupy.ndarray):

@@ -5,6 +5,7 @@
                       where those do not say
     init(device)      the communicator of this process: MPI for NumPy, NCCL for CuPy
     for_device        the same from an MPI communicator (on a GPU: this rank's GPU, NCCL)
+    check_same_run    every rank holds the data and settings of rank 0, or all stop
     abort_on_error    a rank that fails prints its message and ends every rank
 """
 import contextlib
@@ -74,6 +75,36 @@ def _mpi():
     return MPI
 
 
+class RanksDisagree(ValueError):
+    """Raised alike on every rank (they all compared the same facts): the job stops
+    with one line, printed by rank 0, and no rank is left waiting."""
+
+
+def check_same_run(comm, facts):
+    """Raise :class:`RanksDisagree` on every rank unless every rank's ``facts`` equal rank 0's.
+
+    ``facts`` is a list of ``(what, value)`` pairs, the same ``what`` in the same
+    order on every rank (the size of the training set, its classes, a fingerprint
+    of its images, each setting...). Ranks whose data differ would otherwise
+    take different numbers of steps and wait for each other forever.
+    """
+    if comm.size == 1:
+        return
+    every = comm.allgather_object(list(facts))
+    for rank, theirs in enumerate(every[1:], start=1):
+        for (what, ours), (_, value) in zip(every[0], theirs):
+            if value != ours:
+                raise RanksDisagree(
+                    f"rank {rank} of {comm.size} does not hold what rank 0 holds: its {what} "
+                    f"is {_short(value)}, rank 0's {_short(ours)}; every rank must train on "
+                    "the same data with the same settings")
+
+
+def _short(value, width=60):
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 @contextlib.contextmanager
 def abort_on_error(comm, prog="resnet-np", show_traceback=False, user_errors=(Exception,)):
     """Turn an exception on one rank into the end of the whole job, with that rank's message.
@@ -101,6 +132,13 @@ def abort_on_error(comm, prog="resnet-np", show_traceback=False, user_errors=(Ex
     except KeyboardInterrupt:
         _report(comm, prog, "interrupted", None)
         comm.abort(130)
+    except RanksDisagree as err:   # every rank stops here by itself: no abort needed
+        if comm.rank == 0:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            sys.stderr.write(f"{prog}: error: {err}\n")
+            sys.stderr.flush()
+        raise SystemExit(1) from None
     except BaseException as err:
         message = " ".join(str(err).split()) or type(err).__name__
         trace = None

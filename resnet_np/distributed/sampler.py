@@ -16,11 +16,11 @@ size R*B, so R ranks at B see the same images per step as one process at R*B.
 Evaluation (``drop_tail=False``) keeps every index: shards differ in length by
 at most one, and every test image is evaluated exactly once.
 
-Augmentation: each rank draws its crops and flips from its own stream,
-spawned from the batch's generator, so the ranks do not all crop alike.
+Augmentation: the loader draws each image's crops and flips from a generator
+of its own, seeded by ``(seed, epoch, index of the image)``, so an image is
+augmented alike whichever rank and batch it lands in: R ranks at batch B equal
+one process at R*B with augmentation on too.
 """
-import numpy as np
-
 from ..data import DataLoader
 
 
@@ -46,11 +46,8 @@ class ShardedLoader(DataLoader):
     The state dict is the DataLoader's: a resumed run continues each shard.
     """
 
-    def __init__(self, dataset, batch_size, rank, size, drop_tail=True, augment=None,
-                 **kwargs):
-        if size > 1 and augment is not None:
-            augment = _RankAugment(augment, rank, size)
-        super().__init__(dataset, batch_size, augment=augment, **kwargs)
+    def __init__(self, dataset, batch_size, rank, size, drop_tail=True, **kwargs):
+        super().__init__(dataset, batch_size, **kwargs)
         self.rank, self.size, self.drop_tail = rank, size, drop_tail
         length = shard_length(len(dataset.labels), rank, size, drop_tail)
         if batch_size > length:
@@ -64,17 +61,6 @@ class ShardedLoader(DataLoader):
 
     def _order(self, epoch):
         return shard(super()._order(epoch), self.rank, self.size, self.drop_tail)
-
-
-class _RankAugment:
-    """``augment(images, rng)`` with ``rng`` replaced by this rank's child of it."""
-
-    def __init__(self, augment, rank, size):
-        self.augment, self.rank, self.size = augment, rank, size
-
-    def __call__(self, images, rng):
-        children = rng.bit_generator.seed_seq.spawn(self.size)
-        return self.augment(images, np.random.default_rng(children[self.rank]))
 
 
 def sharded_loader(comm, dataset, batch_size, drop_tail=True, clip_batch=False, **kwargs):

@@ -1,7 +1,10 @@
 """Training, evaluation and everything a run leaves behind.
 
     config.py       TrainConfig: the settings of a run, with defaults and checks
-    trainer.py      Trainer: the loop, Ctrl-C handling, exact resume
+    trainer.py      Trainer: the step loop, evaluation and checkpoints of each epoch
+    run_folder.py   the run's folder: one run at a time (a lock), config.json, leftovers
+    signals.py      Ctrl-C and SIGTERM: stop after this batch and save, or stop at once
+    resume.py       what a resumed run may change: device, data folder, length
     evaluate.py     evaluate(): loss, top-1/top-5 and predictions, without gradients
     checkpoint.py   one-file .npz checkpoints, written atomically; loading with clear errors
     metrics.py      top-k accuracy, confusion matrix, precision/recall, metrics.jsonl

@@ -4,6 +4,7 @@ Notation: N examples, M classes; ``logits`` (N, M), ``labels`` (N,) integers
 in [0, M). The confusion matrix ``cm`` is (M, M) with ``cm[true, predicted]``.
 """
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,10 @@ class MetricsWriter:
     """Keep ``metrics.jsonl`` equal to a list of per-epoch records.
 
     Each :meth:`append` rewrites the whole (small) file atomically, so the
-    file always holds complete lines, whatever happens during a write.
+    file always holds complete lines, whatever happens during a write. The
+    lines are strict JSON: a NaN or infinite value (a loss that overflowed)
+    is written as ``null``, which every JSON reader takes, not as ``NaN``,
+    which is not JSON.
     """
 
     def __init__(self, path, records=()):
@@ -100,7 +104,7 @@ class MetricsWriter:
         self.write()
 
     def write(self):
-        text = "".join(json.dumps(r) + "\n" for r in self.records)
+        text = "".join(json.dumps(_plain(r), allow_nan=False) + "\n" for r in self.records)
         atomic_write_text(self.path, text)
 
 
@@ -111,6 +115,12 @@ def read_metrics(path):
 
 
 def _plain(record):
-    """Record values as plain Python numbers (NumPy scalars are not JSON)."""
-    return {key: value.item() if isinstance(value, np.generic) else value
-            for key, value in record.items()}
+    """Record values as plain Python numbers (NumPy scalars are not JSON), None for
+    NaN and infinities (not JSON either)."""
+    plain = {}
+    for key, value in record.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        plain[key] = value
+    return plain

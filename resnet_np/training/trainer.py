@@ -1,13 +1,11 @@
 """The training loop: epochs of optimizer steps, evaluation, checkpoints, metrics, plots.
 
-A run writes into its folder:
+The step loop lives here; the run's lifecycle around it in its own modules:
 
-    config.json             the settings, resolved (image size, stem, normalisation)
-    last.npz                the latest state: after every epoch, and on Ctrl-C
-    best.npz                the state of the epoch with the best test top-1 so far
-    metrics.jsonl           one JSON line per epoch
-    curves.png              loss and accuracy per epoch
-    confusion_matrix.png    of the final evaluation
+    run_folder.py   the folder: its lock, config.json, leftovers of a run that died
+    signals.py      Ctrl-C and SIGTERM: stop after this batch and save, or at once
+    resume.py       what a resumed run may change (device, data folder, length)
+    plots.py        the curves and the confusion matrix drawn into the folder
 
 The learning-rate schedule moves after every batch (a smooth warm-up, and a
 decay that fits runs of a few epochs).
@@ -28,24 +26,25 @@ other) and the scaler's state; the precision is part of the run's config, so
 a resumed run keeps it. The test evaluation after each epoch runs in the
 compute dtype, on the model being trained.
 
-A first Ctrl-C (or SIGTERM, as a timeout or a scheduler sends) lets the
-current batch finish, saves ``last.npz`` and stops; a second one stops at once
-without saving. A loss that is NaN or infinite, or a parameter or buffer that
-is, stops the run with a :class:`TrainingError` before anything is saved, so
-the last good checkpoint stays as it was: no checkpoint ever holds NaN.
+A first Ctrl-C (or SIGTERM) lets the current batch finish, saves ``last.npz``
+and stops; a second one stops at once without saving (see :mod:`.signals`). A
+loss that is NaN or infinite, or a parameter or buffer that is, stops the run
+with a :class:`TrainingError` before anything is saved, so the last good
+checkpoint stays as it was: no checkpoint ever holds NaN.
 
-A folder whose run died before its first checkpoint (killed, out of memory,
-diverged in its first epoch) holds nothing to protect: a new run there moves
-the leftovers into ``abandoned-<date-time>/`` and starts over. Temporary files
-of a save that was killed mid-write are removed when the next run starts.
+Host synchronisation: a step copies one pair of numbers to the host (its loss,
+for the divergence check and the progress bar, and how many images it got
+right); the logits stay on the device.
+
+Under several processes every rank first checks that it holds the data and
+settings of rank 0 (:func:`~resnet_np.distributed.check_same_run`): ranks whose
+data differ would take different numbers of steps and wait for each other
+forever.
 """
 import contextlib
 import functools
-import json
 import math
-import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -57,25 +56,16 @@ from ..data import Dataset, load_dataset
 from ..data.transforms import random_crop, random_flip
 from ..nn import CrossEntropyLoss
 from ..optim import SGD, Adam, AdamW, build_schedule
-from .atomic import atomic_write_text, remove_stale_temp_files
-from .checkpoint import (CheckpointError, capture_rng_state, check_model_config, describe_model,
-                         model_from_config, non_finite_entries, restore_model,
-                         restore_rng_state, save_checkpoint)
-from .config import TrainConfig
+from .checkpoint import (CheckpointError, capture_rng_state, describe_model, model_from_config,
+                         non_finite_entries, save_checkpoint)
 from .evaluate import evaluate
-from .metrics import MetricsWriter, format_accuracy, topk_correct
+from .metrics import MetricsWriter, format_accuracy
 from .plots import plot_confusion_matrix, plot_history
 from .progress import log as default_log
 from .progress import progress_bar
-
-# Settings a resumed run may change: where it runs and where the data lies, not its recipe.
-RESUME_OVERRIDES = ("device", "data_dir")
-RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl")
-# Everything a run writes into its folder (the leftovers of a run that died early).
-OUTPUT_FILES = ("config.json", *RUN_FILES, "curves.png", "confusion_matrix.png")
-# Exit statuses of a run stopped by a signal: 128 + the signal's number, as shells report.
-EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
+from .resume import apply_overrides, restore
+from .run_folder import RunFolder, resume_path
+from .signals import EXIT_STATUS, StopSignals
 
 class TrainingError(RuntimeError):
     """Training cannot go on (the loss diverged)."""
@@ -88,9 +78,9 @@ class Trainer:
     ----------
     config : TrainConfig
     out_dir : str or path-like
-        The run's folder; created if missing. A fresh run refuses a folder
-        that already holds a run, so no checkpoint is ever overwritten by
-        mistake.
+        The run's folder (see :mod:`.run_folder`); created if missing. A fresh
+        run refuses a folder that already holds a run, so no checkpoint is
+        ever overwritten by mistake, and a folder another run is using.
     progress : bool
         Show tqdm progress bars.
     log : callable
@@ -138,32 +128,30 @@ class Trainer:
         self.weights = self.model if self.amp is None else self.amp
         self.optimizer = build_optimizer(
             config, self.model.parameters() if self.amp is None else self.amp.master_parameters())
-        # Stepped after every batch, so the warm-up ramps up smoothly and the
-        # decay follows the run batch by batch even when it is a few epochs long.
-        steps = len(self.train_loader)
-        self.scheduler = build_schedule(self.optimizer, config.schedule,
-                                        total_steps=config.epochs * steps,
-                                        lr_decay_rate=config.lr_decay_rate,
-                                        warmup_steps=config.warmup_epochs * steps)
+        self.scheduler = self._build_schedule()
         self.criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.epoch, self.batch = 0, 0      # epochs done; batches done in the current epoch
-        self.sums = _new_sums()            # running totals of the current epoch
+        self.sums = new_sums()             # running totals of the current epoch
         self.history, self.best_top1 = [], None
-        self.resumed_from = None
+        self.resumed_from, self.resume_notes = None, []
         self._loader_state = self.train_loader.state_dict()
         self._at_boundary = True           # between batches: the state is consistent
-        self._stop_requested = False
-        self.stop_signal = None            # the signal that stopped the run, if any
+        self.signals = StopSignals(self.comm)
+        self.folder = RunFolder(self.out, self.log)
         self._last_eval = None
-        self._warned_plots = False
 
     # ------------------------------------------------------------------ setup
     def _build_data(self):
+        """Load both splits; under several processes, check first that every rank holds
+        the same data and settings (each rank's own checks come after)."""
         config = self.config
         self.train_set = subset(load_dataset(config.dataset, config.data_dir, "train",
                                               config.image_size), config.limit, config.seed)
         self.test_set = subset(load_dataset(config.dataset, config.data_dir, "test",
                                              config.image_size), config.test_limit, config.seed)
+        self.fingerprints = {"train_data": _describe_data(self.train_set),
+                             "test_data": _describe_data(self.test_set)}
+        distributed.check_same_run(self.comm, self._run_facts())
         if config.batch_size > len(self.train_set):
             raise ValueError(f"batch size {config.batch_size} is larger than the training set "
                              f"({len(self.train_set)} images); use --batch-size "
@@ -178,23 +166,46 @@ class Trainer:
             self.comm, self.test_set, config.batch_size, drop_tail=False, clip_batch=True,
             mean=self.mean, std=self.std)
 
+    def _run_facts(self):
+        """What every rank must agree on: the data (sizes, classes, fingerprints) and the
+        settings (all but the data folder, whose path may differ between machines)."""
+        facts = []
+        for key, what in (("train_data", "training set"), ("test_data", "test set")):
+            data = self.fingerprints[key]
+            facts += [(f"{what}'s size", f"{data['images']} images"),
+                      (f"{what}'s classes", data["classes"]),
+                      (f"{what}'s fingerprint", data["fingerprint"])]
+        return facts + [(f"setting {key}", value) for key, value in self.config.to_dict().items()
+                        if key != "data_dir"]
+
+    def _build_schedule(self):
+        """Stepped after every batch, so the warm-up ramps up smoothly and the decay follows
+        the run batch by batch even when it is a few epochs long."""
+        steps = len(self.train_loader)
+        return build_schedule(self.optimizer, self.config.schedule,
+                              total_steps=self.config.epochs * steps,
+                              lr_decay_rate=self.config.lr_decay_rate,
+                              warmup_steps=self.config.warmup_epochs * steps)
+
     def checkpoint_config(self):
-        """The config saved with every checkpoint: settings plus what they resolved to."""
+        """The config saved with every checkpoint: settings plus what they resolved to,
+        and the size and fingerprint of the data (see :mod:`.resume`)."""
         config = self.config
         cifar_stem = self.image_size <= 64 if config.cifar_stem is None else config.cifar_stem
         return {**config.to_dict(), "image_size": self.image_size, "cifar_stem": cifar_stem,
                 "num_classes": len(self.train_set.classes), "classes": list(self.train_set.classes),
-                "mean": list(self.mean), "std": list(self.std), "world_size": self.comm.size}
+                "mean": list(self.mean), "std": list(self.std), "world_size": self.comm.size,
+                "steps_per_epoch": len(self.train_loader), **self.fingerprints}
 
     @classmethod
-    def resume(cls, path, out_dir=None, overrides=None, **kwargs):
+    def resume(cls, path, out_dir=None, overrides=None, allow_data_change=False, **kwargs):
         """A trainer that continues the run saved in checkpoint ``path``.
 
         ``overrides`` maps TrainConfig fields to values given again (None
-        means not given). Only :data:`RESUME_OVERRIDES` may differ from the
-        saved run; another change raises a one-line CheckpointError, since the
-        saved optimizer and schedule state fix the rest. ``path`` may also be a
-        run's folder: its ``last.npz`` is resumed.
+        means not given); see :func:`.resume.apply_overrides` for those that
+        may change. ``path`` may also be a run's folder: its ``last.npz`` is
+        resumed. Data that differ from the checkpoint's are refused unless
+        ``allow_data_change``.
         """
         path = resume_path(path)
         comm = kwargs.get("comm") or distributed.SingleProcess()
@@ -203,29 +214,14 @@ class Trainer:
             raise CheckpointError(f"{path} holds weights only, not a training state, so it "
                                   "cannot be resumed (use it with evaluate or predict)")
         distributed.check_world_size(checkpoint, comm.size)
-        config = _apply_overrides(checkpoint, overrides or {})
+        config = apply_overrides(checkpoint, overrides or {})
         trainer = cls(config, Path(path).parent if out_dir is None else out_dir, **kwargs)
-        trainer._restore(checkpoint)
+        trainer._restore(checkpoint, allow_data_change)
         return trainer
 
-    def _restore(self, checkpoint):
-        restore_model(self.weights, checkpoint.model_state, checkpoint.path,
-                      f"a {describe_model(self.checkpoint_config())}")
-        if self.scaler is not None:
-            if not checkpoint.scaler:
-                raise CheckpointError(f"{checkpoint.path} has no loss-scaler state, so its "
-                                      "mixed-precision run cannot be resumed exactly")
-            self.scaler.load_state_dict(checkpoint.scaler)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scheduler.load_state_dict(checkpoint.scheduler)
-        self.train_loader.load_state_dict(checkpoint.loader)
-        restore_rng_state(checkpoint.rng)
-        progress = checkpoint.progress
-        self.epoch, self.batch = progress["epoch"], progress["batch"]
-        self.sums = {**_new_sums(), **progress["sums"]}
-        self.history, self.best_top1 = list(progress["history"]), progress["best_top1"]
-        self._loader_state = checkpoint.loader
-        self.resumed_from = Path(checkpoint.path)
+    def _restore(self, checkpoint, allow_data_change=False):
+        """Continue from ``checkpoint`` (see :func:`.resume.restore`)."""
+        restore(self, checkpoint, allow_data_change)
 
     # ------------------------------------------------------------------ the run
     def fit(self):
@@ -239,26 +235,39 @@ class Trainer:
             (last evaluation), ``best_top1`` and ``history``.
         """
         if self.is_main:  # only rank 0 writes files
-            self._prepare_out()
+            continuing = (self.resumed_from is not None
+                          and self.resumed_from.parent.resolve() == self.out.resolve())
+            self.folder.open(self.checkpoint_config(), continuing)
+        try:
+            return self._run()
+        finally:
+            self.folder.close()
+
+    def _run(self):
         self.metrics = MetricsWriter(self.out / "metrics.jsonl", self.history)
         if self.is_main:
             self.metrics.write()  # a resumed run drops lines of epochs after its checkpoint
         # Overflow is caught as a non-finite loss or weight and reported as divergence,
         # in one line: NumPy's own warnings about it would only add noise.
-        with _signals_stop(self), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with self.signals, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             self.log(self._start_line())  # once shown, Ctrl-C saves before it stops
-            if self.test_set.note:
-                self.log(f"note: {self.test_set.note}")
+            for note in ([self.test_set.note] if self.test_set.note else []) + self.resume_notes:
+                self.log(f"note: {note}")
             try:
                 while self.epoch < self.config.epochs:
                     self._check_stop()
                     self._train_epoch()
                     self._end_epoch()
             except KeyboardInterrupt:
-                if self.stop_signal is None:   # raised by a hook or by Python's own handler
-                    self.stop_signal = signal.SIGINT
+                if self.signals.signal is None:   # raised by a hook or by Python's own handler
+                    self.signals.signal = signal.SIGINT
                 return self._interrupted()
         return self._finish()
+
+    @property
+    def stop_signal(self):
+        """The signal that stopped the run (None if none did)."""
+        return self.signals.signal
 
     def _start_line(self):
         size, epochs = self.image_size, self.config.epochs
@@ -280,41 +289,6 @@ class Trainer:
                      f"batch {self.batch}/{len(self.train_loader)}")
         return line
 
-    def _prepare_out(self):
-        self.out.mkdir(parents=True, exist_ok=True)
-        removed = remove_stale_temp_files(self.out, OUTPUT_FILES)
-        if removed:
-            self.log(f"removed {len(removed)} temporary file{'s' * (len(removed) != 1)} of "
-                     f"an interrupted save in {self.out}")
-        continuing = (self.resumed_from is not None
-                      and self.resumed_from.parent.resolve() == self.out.resolve())
-        if not continuing:
-            self._refuse_or_clear_out()
-        atomic_write_text(self.out / "config.json",
-                          json.dumps(self.checkpoint_config(), indent=2) + "\n")
-
-    def _refuse_or_clear_out(self):
-        """A fresh run never overwrites a checkpoint; leftovers without one are moved aside."""
-        checkpoints = [name for name in ("last.npz", "best.npz") if (self.out / name).exists()]
-        if checkpoints:
-            existing = [name for name in RUN_FILES if (self.out / name).exists()]
-            raise FileExistsError(f"{self.out} already holds a run ({', '.join(existing)}); "
-                                  f"continue it with --resume {self.out / checkpoints[0]} or "
-                                  "choose another --out")
-        leftovers = [name for name in OUTPUT_FILES if (self.out / name).exists()]
-        if not leftovers:
-            return
-        aside = self.out / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
-        suffix = 1
-        while aside.exists():
-            suffix += 1
-            aside = aside.with_name(f"{aside.name.split('.')[0]}.{suffix}")
-        aside.mkdir()
-        for name in leftovers:
-            os.replace(self.out / name, aside / name)
-        self.log(f"{self.out} held a run that stopped before its first checkpoint; moved "
-                 f"its {', '.join(leftovers)} to {aside} and starting afresh")
-
     def _train_epoch(self):
         loader = self.train_loader
         self.model.train()
@@ -328,9 +302,9 @@ class Trainer:
             tick = time.perf_counter()
             for x, y in batches:
                 self._at_boundary = False
-                loss, correct = self._step(x, y)
+                loss_sum, correct = self._step(x, y)
                 now = time.perf_counter()
-                self._count_batch(loss, correct, len(y), now - tick)
+                self._count_batch(loss_sum, correct, len(y), now - tick)
                 tick = now
                 bar.update(1)
                 bar.set_postfix_str(self._postfix())
@@ -338,9 +312,9 @@ class Trainer:
                     self.on_batch_end(self)
                 self._check_stop()
 
-    def _count_batch(self, loss, correct, size, seconds):
+    def _count_batch(self, loss_sum, correct, size, seconds):
         """Add a finished batch (every rank's) to the epoch's totals: the state is consistent."""
-        loss_sum, correct, size = distributed.reduce_sums(self.comm, loss * size, correct, size)
+        loss_sum, correct, size = distributed.reduce_sums(self.comm, loss_sum, correct, size)
         self.sums["loss"] += loss_sum
         self.sums["correct"] += int(correct)
         self.sums["seen"] += int(size)
@@ -350,14 +324,22 @@ class Trainer:
         self._at_boundary = True
 
     def _step(self, x, y):
-        """One optimizer step on a batch; returns (loss, number classified right)."""
+        """One optimizer step on a batch; returns (sum of the losses, number classified right).
+
+        The loss and the count are computed on the device and copied to the host
+        together, once: the logits never leave the device.
+        """
         device = self.config.device
         x = backend.to_device(x.astype(self.model.dtype, copy=False), device)
         y = backend.to_device(y, device)
         logits = self.model(x)
         if self.amp is not None:   # the loss and its gradient in float32
             logits = logits.astype(np.float32)
-        loss = float(self.criterion(logits, y))
+        loss = self.criterion(logits, y)
+        xp = backend.get_array_module(logits)
+        correct = (xp.argmax(logits, axis=1) == y).sum()
+        loss, correct = backend.to_numpy(xp.stack([loss.astype(np.float64),
+                                                   correct.astype(np.float64)])).tolist()
         if not math.isfinite(loss):
             raise TrainingError(self._diverged_message(f"the loss is {loss}"))
         self.sums["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -368,7 +350,7 @@ class Trainer:
         else:
             self._mixed_precision_step()
         self.scheduler.step()          # also after a skipped step, as torch's loop does
-        return loss, topk_correct(logits, y, 1)
+        return loss * len(y), int(correct)
 
     def _mixed_precision_step(self):
         """Scaled backward in the compute dtype, float32 master gradients unscaled, the
@@ -385,7 +367,7 @@ class Trainer:
         result = self._evaluate()
         self._at_boundary = False
         record = self._epoch_record(result)
-        self.epoch, self.batch, self.sums = self.epoch + 1, 0, _new_sums()
+        self.epoch, self.batch, self.sums = self.epoch + 1, 0, new_sums()
         self.history.append(record)
         improved = self.best_top1 is None or result.top1 > self.best_top1
         if improved:
@@ -429,18 +411,28 @@ class Trainer:
         return self._summary(result, interrupted=False)
 
     def _interrupted(self):
+        """Save ``last.npz`` if the state is consistent and the stop was not forced (a
+        second signal stops without saving: it may have cut ``best.npz``'s write short,
+        and a ``last.npz`` of this epoch would then disagree with it)."""
         last = self.out / "last.npz"
-        where = (f"epoch {self.epoch + 1}/{self.config.epochs}, "
-                 f"batch {self.batch}/{len(self.train_loader)}")
-        if self._at_boundary:
+        where = self._where()
+        if self._at_boundary and not self.signals.forced:
             self._save(last)
             by = " by SIGTERM" if self.stop_signal == signal.SIGTERM else ""
             self.log(f"interrupted{by} at {where}: saved {last}; continue with "
                      f"`resnet-np train --resume {last}`")
         else:
             kept = f"; {last} is unchanged" if last.exists() else ""
-            self.log(f"interrupted inside a batch at {where}: nothing saved{kept}")
+            inside = "" if self.signals.forced else " inside a batch"
+            self.log(f"interrupted{inside} at {where}: nothing saved{kept}")
         return self._summary(self._last_eval, interrupted=True)
+
+    def _where(self):
+        """Where the run stands: ``epoch 2/3, batch 4/18``, or ``the end of epoch 3/3``."""
+        if self.batch == 0 and self.epoch > 0:
+            return f"the end of epoch {self.epoch}/{self.config.epochs}"
+        return (f"epoch {self.epoch + 1}/{self.config.epochs}, "
+                f"batch {self.batch}/{len(self.train_loader)}")
 
     def _summary(self, result, interrupted):
         return {"out": str(self.out), "epochs": self.epoch, "interrupted": interrupted,
@@ -479,19 +471,12 @@ class Trainer:
                                   "history": self.history, "best_top1": self.best_top1})
 
     def _plot(self, plot, *args, **kwargs):
-        """Plots are a convenience: without matplotlib the run goes on without them."""
-        if not self.is_main:
-            return
-        try:
-            plot(*args, **kwargs)
-        except ImportError as err:
-            if not self._warned_plots:
-                self.log(f"note: no plots ({err})")
-                self._warned_plots = True
+        if self.is_main:
+            self.folder.plot(plot, *args, **kwargs)
 
     def _check_stop(self):
         # Every rank stops after the same batch: a stop asked on one is a stop on all.
-        if self.comm.any(self._stop_requested):
+        if self.comm.any(self.signals.requested):
             raise KeyboardInterrupt
 
     def _postfix(self):
@@ -515,22 +500,6 @@ class Trainer:
 # --------------------------------------------------------------------------- #
 # Building blocks
 # --------------------------------------------------------------------------- #
-def resume_path(path):
-    """The checkpoint to resume: ``path`` itself, or the ``last.npz`` of a run's folder."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    if (path / "last.npz").is_file():
-        return path / "last.npz"
-    if (path / "best.npz").is_file():
-        raise CheckpointError(f"{path} has no last.npz, only best.npz; resume that with "
-                              f"--resume {path / 'best.npz'}")
-    what = "holds a run that stopped before its first checkpoint" if any(
-        (path / name).exists() for name in OUTPUT_FILES) else "is not a run's folder"
-    raise CheckpointError(f"{path} {what}: there is no last.npz to resume; start a new run "
-                          f"(with --out {path} it starts afresh and moves the leftovers aside)")
-
-
 def build_optimizer(config, params):
     """The optimizer a config names; ``momentum`` is Adam's beta1."""
     if config.optimizer == "sgd":
@@ -581,28 +550,6 @@ def _crop_and_flip(crop, images, rng):
     return random_flip(crop(images, rng), rng)
 
 
-def _apply_overrides(checkpoint, overrides):
-    """The checkpoint's TrainConfig, with the allowed overrides applied."""
-    config = TrainConfig.from_dict(checkpoint.config)
-    for key, value in overrides.items():
-        saved = getattr(config, key)
-        if value is None or value == saved:
-            continue
-        if key in RESUME_OVERRIDES:
-            setattr(config, key, value)
-            continue
-        if key == "amp":
-            raise CheckpointError(
-                f"{checkpoint.path} was trained in {_precision(saved)}; resuming it in "
-                f"{_precision(value)} is refused: a run keeps its precision (resume without "
-                "--amp to continue it as it was, or start a new run)")
-        check_model_config(checkpoint.config, {key: value}, checkpoint.path)
-        raise CheckpointError(f"{checkpoint.path} was trained with {key}={saved!r}; a resumed "
-                              f"run keeps its settings, so {key}={value!r} cannot apply "
-                              "(start a new run instead)")
-    return config
-
-
 def _check_compute_dtype(name, xp):
     """Refuse a compute dtype the array module lacks, or the layers do not accept."""
     dtype = compute_dtype_for(name, xp)
@@ -611,15 +558,11 @@ def _check_compute_dtype(name, xp):
                          f"dtypes of NumPy's own only, and {name} is not one; use --amp float16")
 
 
-def _precision(amp):
-    return "float32" if amp is None else f"mixed precision (--amp {amp})"
-
-
 def _quiet(message):
     """The log of ranks other than 0."""
 
 
-def _new_sums():
+def new_sums():
     """Running totals of an epoch; ``lr`` is the rate of its latest batch."""
     return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": None, "skipped": 0}
 
@@ -636,30 +579,7 @@ def _epoch_line(record, epochs):
     return line
 
 
-@contextlib.contextmanager
-def _signals_stop(trainer):
-    """While training: a first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after
-    the current batch; a second raises KeyboardInterrupt at once. The trainer's
-    ``stop_signal`` records which signal came first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def handler(signum, frame):
-        if trainer._stop_requested:
-            raise KeyboardInterrupt
-        trainer._stop_requested = True
-        trainer.stop_signal = signal.Signals(signum)
-        name = b"Ctrl-C" if signum == signal.SIGINT else b"SIGTERM"
-        again = b"Ctrl-C" if signum == signal.SIGINT else b"it"
-        # os.write: safe inside a signal handler, unlike print or tqdm.
-        with contextlib.suppress(OSError):
-            os.write(2, b"\n" + name + b": saving a checkpoint after this batch (send " + again
-                     + b" again to stop at once)\n")
-
-    previous = {signum: signal.signal(signum, handler) for signum in EXIT_STATUS}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+def _describe_data(dataset):
+    """What a checkpoint records of a split: its size, classes and fingerprint."""
+    return {"images": len(dataset), "classes": list(dataset.classes),
+            "fingerprint": dataset.fingerprint()}
