@@ -24,7 +24,8 @@ from .evaluate import EvalResult, evaluate
 from .metrics import (MetricsWriter, confusion_matrix, format_report, precision_recall,
                       read_metrics, topk_accuracy, topk_correct)
 from .plots import plot_confusion_matrix, plot_history
-from .trainer import Trainer, TrainingError, build_optimizer, channel_stats, subset
+from ..data.registry import take as subset   # a seeded random subset of a dataset
+from .trainer import Trainer, TrainingError, build_optimizer, channel_stats
 
 __all__ = [
     "Checkpoint", "CheckpointError", "EvalResult", "MetricsWriter", "TrainConfig", "Trainer",

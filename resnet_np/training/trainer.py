@@ -52,7 +52,7 @@ import numpy as np
 
 from .. import backend, distributed
 from ..amp import GradScaler, MixedPrecision, compute_dtype_for
-from ..data import Dataset, load_dataset
+from ..data import load_dataset
 from ..data.transforms import random_crop, random_flip
 from ..nn import CrossEntropyLoss
 from ..optim import SGD, Adam, AdamW, build_schedule
@@ -145,10 +145,12 @@ class Trainer:
         """Load both splits; under several processes, check first that every rank holds
         the same data and settings (each rank's own checks come after)."""
         config = self.config
-        self.train_set = subset(load_dataset(config.dataset, config.data_dir, "train",
-                                              config.image_size), config.limit, config.seed)
-        self.test_set = subset(load_dataset(config.dataset, config.data_dir, "test",
-                                             config.image_size), config.test_limit, config.seed)
+        # --limit applies before the images are resized (a 30000x30000 run of 32 images
+        # must not resize all 1438 first)
+        self.train_set = load_dataset(config.dataset, config.data_dir, "train",
+                                      config.image_size, config.limit, config.seed)
+        self.test_set = load_dataset(config.dataset, config.data_dir, "test",
+                                     config.image_size, config.test_limit, config.seed)
         self.fingerprints = {"train_data": _describe_data(self.train_set),
                              "test_data": _describe_data(self.test_set)}
         distributed.check_same_run(self.comm, self._run_facts())
@@ -525,15 +527,6 @@ def channel_stats(images, chunk=1024):
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-6))
     return tuple(float(m) for m in mean / 255), tuple(float(s) for s in std / 255)
-
-
-def subset(dataset, limit, seed):
-    """A seeded random ``limit`` images of ``dataset`` (kept in their original order)."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    index = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit])
-    return Dataset(dataset.images[index], dataset.labels[index], dataset.classes,
-                   name=f"{dataset.name}[{limit} images]", note=dataset.note)
 
 
 def _augmentation(config, image_size):
