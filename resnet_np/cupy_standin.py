@@ -809,14 +809,22 @@ def _launcher():
     return _host_launcher[0]
 
 
-def emulates(kernel):
-    """Whether the g++ emulation can run ``kernel`` (kernels with barriers may not)."""
+def cannot_emulate(kernel):
+    """None if the g++ emulation runs ``kernel``, else why not (no C++ compiler, or a
+    kernel with barriers that the emulation lacks)."""
     from .kernels import _sources, host
+    if host.host_compiler() is None:
+        return "no C++ compiler (g++ or $CXX) for the kernels' host emulation"
     try:
-        library = _launcher()._lib
-        return hasattr(library, host._symbol(kernel, "float", "int"))
+        found = hasattr(_launcher()._lib, host._symbol(kernel, "float", "int"))
     except (AttributeError, TypeError):
-        return kernel not in getattr(_sources, "WITH_BARRIERS", ())
+        found = kernel not in getattr(_sources, "WITH_BARRIERS", ())
+    return None if found else f"{kernel} has barriers, which the host emulation lacks"
+
+
+def emulates(kernel):
+    """Whether the g++ emulation can run ``kernel``."""
+    return cannot_emulate(kernel) is None
 
 
 class RawKernel:

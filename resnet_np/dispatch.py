@@ -237,15 +237,18 @@ def kernel_policy(device, dtype):
     return True, f"CuPy {dtype} arrays, kernels on"
 
 
+# the CUDA kernel each op launches first on a GPU
+LAUNCHES = {"im2col": "im2col", "col2im": "col2im", "batch_norm2d_forward": "bn_forward_sums",
+            "max_pool2d_forward": "maxpool_forward",
+            "softmax_cross_entropy_forward": "softmax_xent_block"}
+
+
 def _launches(op):
-    """The kernel an op launches on this device, if it can (the CuPy stand-in's g++
-    emulation may lack the kernels with barriers)."""
-    if op != "softmax_cross_entropy_forward":
+    """None if this GPU can launch the op's kernel, else why not: the CuPy stand-in's
+    g++ emulation needs a C++ compiler, and may lack the kernels with barriers."""
+    if not backend.uses_standin():
         return None
-    kernel = "softmax_xent_block"
-    if backend.uses_standin() and not backend._cupy.emulates(kernel):
-        return f"{kernel} has barriers, which the host emulation lacks"
-    return None
+    return backend._cupy.cannot_emulate(LAUNCHES[op])
 
 
 def choose(op, *args, **kwargs):

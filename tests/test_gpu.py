@@ -15,9 +15,13 @@
                        match the same steps on the CPU
     devices            model.to("gpu") / .to("cpu") round trips, load_state_dict from any
                        device, and the error for an input on the wrong device
+    what is asked      on the CuPy stand-in (RESNET_NP_CUPY_STANDIN=1), from its record:
+                       convolutions multiply 2-D matrices (float16 ones under --amp), a
+                       ResNet train step's host syncs; and `resnet-np train --device gpu`
+                       ends at the CPU run's weights
 
 Every test is marked ``gpu``: tests/conftest.py skips them, with the reason, where CuPy or
-a CUDA device is missing. CuPy is never imported at module level, so the module imports
+a CUDA device is missing, and runs them on the CuPy stand-in with RESNET_NP_CUPY_STANDIN=1. CuPy is never imported at module level, so the module imports
 (and its tests are collected and skipped) on a machine without it.
 Run them with ``PYTHONPATH=. python3 -m pytest -m gpu``.
 """
