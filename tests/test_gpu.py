@@ -574,7 +574,8 @@ def test_a_resnet_train_step_makes_at_most_one_host_sync(standin):
     cp = standin
     assert _resnet_step(cp, np.array([1, 3])) == []
     syncs = _resnet_step(cp, cp.asarray(np.array([1, 3])))
-    assert [s.where.split(":")[0] for s in syncs] == ["resnet_np/functional/loss.py"], syncs
+    label_checks = {"resnet_np/functional/loss.py", "resnet_np/kernels/loss.py"}  # whichever runs
+    assert len(syncs) == 1 and syncs[0].where.split(":")[0] in label_checks, syncs
     syncs = _resnet_step(cp, np.array([1, 3]), amp=True)
     assert [(s.kind, s.where.split(":")[0]) for s in syncs] == [
         ("bool", "resnet_np/amp.py"), ("float", "resnet_np/amp.py")], syncs

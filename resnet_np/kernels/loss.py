@@ -52,8 +52,8 @@ def softmax_cross_entropy_forward_gpu(logits, labels, label_smoothing=0.0, versi
                          f"{tuple(getattr(labels, 'shape', ()))} and dtype "
                          f"{getattr(labels, 'dtype', type(labels).__name__)}")
     lx = backend.get_array_module(labels)
-    bad, ignored = backend.to_numpy(lx.stack([((labels < 0) | (labels >= M)).any(),
-                                              (labels == ignore_index).any()]))   # one sync
+    bad, ignored = lx.stack([((labels < 0) | (labels >= M)).any(),
+                             (labels == ignore_index).any()]).tolist()   # one sync: two flags
     if ignored:
         raise NotCovered("labels equal to ignore_index")
     if N and bad:                                   # the kernel would read out of bounds
