@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resnet_np import backend, distributed  # noqa: E402
 from resnet_np.data import Dataset  # noqa: E402
+from resnet_np.data.registry import take  # noqa: E402
 from resnet_np.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, CrossEntropyLoss,  # noqa: E402
                           Flatten, Linear, ReLU, Sequential)
 from resnet_np.optim import SGD, AdamW  # noqa: E402
@@ -70,9 +71,9 @@ def use_tiny_network_and_data(trainer_module, setattr=setattr, train_images=60):
     of 3 classes."""
     setattr(trainer_module, "model_from_config", lambda config, device="cpu":
             TinyNet(config["num_classes"], config["dtype"]).to(device))
-    setattr(trainer_module, "load_dataset", lambda name, data_dir, split, image_size:
-            tiny_dataset(train_images if split == "train" else 30, 8,
-                         seed=int(split == "train")))
+    setattr(trainer_module, "load_dataset", lambda name, data_dir, split, image_size,
+            limit=None, seed=0: take(tiny_dataset(train_images if split == "train" else 30, 8,
+                                                  seed=int(split == "train")), limit, seed))
 
 
 def make_optimizer(name, params):
