@@ -1,0 +1,148 @@
+"""Sphinx configuration of the resnet-np site: ``bash docs/build.sh`` builds it into docs/_build/html.
+
+Sphinx with myst-nb and the book theme: myst-nb executes the tutorials at build time
+(a failing cell fails the build) and renders their figures, tables and MyST maths;
+autodoc renders the docstrings, including their ``.. math::`` blocks; MyST's include
+directive shows the README's sections without copying them. MathJax is served from
+the ``jupyter-server-mathjax`` package (a [docs] dependency), so the site needs no network.
+"""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+# The notebooks' kernels import this checkout too, as tests/test_tutorials.py runs them.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+
+import resnet_np  # noqa: E402
+
+
+def _sync(sources, dest):
+    """Copy ``sources`` (relative to the repository root) under docs/, keeping their paths.
+
+    The tutorials and the benchmark report are read from their one home; Sphinx needs
+    them inside its source folder. Unchanged files keep their time stamps, so a second
+    build reads only what changed. Files no longer in the repository are removed.
+    """
+    dest_root = DOCS / dest
+    wanted = set()
+    for pattern in sources:
+        for src in sorted(ROOT.glob(pattern)):
+            target = DOCS / src.relative_to(ROOT)
+            wanted.add(target)
+            if not target.exists() or target.read_bytes() != src.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
+    for old in dest_root.rglob("*") if dest_root.exists() else ():
+        if old.is_file() and old not in wanted:
+            old.unlink()
+
+
+_sync(["tutorials/*.ipynb", "tutorials/README.md"], "tutorials")
+_sync(["benchmarks/README.md", "benchmarks/latest/*"], "benchmarks")
+
+project = "resnet-np"
+author = "resnet-np contributors"
+copyright = "resnet-np contributors"
+release = version = resnet_np.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "_ext.docstrings",
+    "_ext.reexports",
+]
+sys.path.insert(0, str(DOCS))
+
+root_doc = "index"
+exclude_patterns = ["_build", "benchmarks/results", "**/.ipynb_checkpoints", "README.md"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+
+# Warnings are errors (build.sh passes -W); references are checked strictly.
+nitpicky = True
+# A short name in a type description that matches attributes of several classes ("shape").
+suppress_warnings = ["ref.python"]
+nitpick_ignore_regex = [
+    # Other projects' types: no network at build time, so no intersphinx inventories.
+    (r"py:.*", r"(numpy|np|cupy|cp|torch|onnx|onnxruntime|mpi4py|matplotlib|PIL|pathlib|os|typing|collections|contextlib|threading|dataclasses|argparse|enum|abc|io|types|concurrent|collections\.abc|numbers)(\..*)?"),
+    # Private base classes named by show-inheritance.
+    (r"py:class", r".*\._\w+"),
+    # Type descriptions in numpy-style sections ("ndarray of uint8, shape (N, H, W, 3)",
+    # '{"cpu", "gpu"}') are prose, not references; references the docstrings make with
+    # :func:, :meth:, :data:, :mod: and dotted resnet_np names must resolve.
+    (r"py:class", r"(?!resnet_np\.).*"),
+    (r"py:class", r"(int|float|str|bytes|bool|None|tuple|list|dict|set|object|callable|Callable|Iterable|Iterator|Sequence|Mapping|Optional|Union|Any|type|slice|Path|ndarray|array|optional|default.*)"),
+]
+
+# The tutorials run at build time, each in its own folder, as Jupyter runs them.
+nb_execution_mode = os.environ.get("RESNET_NP_DOCS_EXECUTE", "force")
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_execution_in_temp = False
+nb_merge_streams = True
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+
+# Docstrings: shapes and formulas are written as indented blocks; see _ext/docstrings.py.
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
+autodoc_typehints = "description"
+autosummary_generate = True
+autosummary_imported_members = False
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_param = False
+napoleon_use_ivar = True
+napoleon_use_rtype = False
+napoleon_preprocess_types = False
+# ``python -m`` entry points run when imported: not documented.
+autosummary_mock_imports = ["resnet_np.__main__", "resnet_np.bench.__main__"]
+
+# MathJax 2, served with the site (no CDN): copied into _static/mathjax after the build.
+import jupyter_server_mathjax  # noqa: E402
+
+MATHJAX_DIR = Path(jupyter_server_mathjax.__file__).parent / "static"
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+mathjax2_config = {
+    "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
+                "processEscapes": True},
+    "HTML-CSS": {"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web",
+                 "webFont": "STIX-Web", "imageFont": None},
+    "messageStyle": "none",
+    "menuSettings": {"zoom": "None"},
+}
+myst_update_mathjax = False
+
+html_theme = "sphinx_book_theme"
+html_title = "resnet-np"
+html_static_path = []
+templates_path = ["_templates"]
+html_theme_options = {
+    "home_page_in_toc": True,
+    "show_toc_level": 2,
+    "use_download_button": True,
+    "use_fullscreen_button": False,
+}
+html_last_updated_fmt = None
+html_copy_source = True
+
+
+def _copy_mathjax(app, exception):
+    if exception is None and app.builder.format == "html":
+        shutil.copytree(MATHJAX_DIR, Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+
+
+def setup(app):
+    app.connect("build-finished", _copy_mathjax)
