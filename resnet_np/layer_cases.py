@@ -14,12 +14,17 @@ A case's ``make(gen)`` returns ``(forward, backward, args)``:
 
 ``differentiable`` is False where finite differences mean nothing (max-pool
 windows built full of ties); such a case is still compared across backends.
+
+``twin(gen)`` is ``make`` with the forward and backward of the layer's
+reference twin (:mod:`resnet_np.functional.reference`) on the same arguments
+and options: tests/test_reference.py checks the fast layer against it.
 """
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from . import functional as F
+from .functional import reference as ref
 
 
 class LayerCase(NamedTuple):
@@ -27,6 +32,22 @@ class LayerCase(NamedTuple):
     make: Callable
     wrt: tuple
     differentiable: bool = True
+    twin: Callable = None
+
+
+def batched(forward, backward):
+    """A twin of (N, C, H, W) images run on a case that may be unbatched (C, H, W): the
+    batch axis is added to the input and taken off the output and the input gradient."""
+    def forward_any(x, *rest):
+        out, cache = forward(x[None] if x.ndim == 3 else x, *rest)
+        return (out[0] if x.ndim == 3 else out), (x.ndim == 3, cache)
+
+    def backward_any(dout, unbatched_and_cache):
+        unbatched, cache = unbatched_and_cache
+        grads = backward(dout[None] if unbatched else dout, cache)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        return ((grads[0][0] if unbatched else grads[0]),) + grads[1:]
+    return forward_any, backward_any
 
 
 def channels_last(a):
@@ -89,22 +110,26 @@ def conv_case(name, x_shape, k_shape, stride, padding, dilation, groups, bias, p
     K, R, S = k_shape
     C = x_shape[-3]
 
-    def make(gen):
+    def arguments(gen):
         args = [gen.standard_normal(x_shape), gen.standard_normal((K, C // groups, R, S))]
-        if bias:
-            args.append(gen.standard_normal(K))
+        return args + ([gen.standard_normal(K)] if bias else [])
 
+    def wanted(dx, dw, db):
+        return ((dx,) if input_grad else ()) + (dw,) + ((db,) if bias else ())
+
+    def make(gen):
         def forward(x, w, b=None):
             return F.conv2d_forward(x, w, b, stride, padding, dilation, groups, padding_mode)
+        return forward, lambda d, c: wanted(*F.conv2d_backward(d, c, input_grad)), arguments(gen)
 
-        def backward(dout, cache):
-            dx, dw, db = F.conv2d_backward(dout, cache, input_grad)
-            return ((dx,) if input_grad else ()) + (dw,) + ((db,) if bias else ())
-
-        return forward, backward, args
+    def twin(gen):
+        forward, backward = batched(
+            lambda x, w, b=None: ref.conv2d_forward(x, w, b, stride, padding, dilation, groups,
+                                                    padding_mode), ref.conv2d_backward)
+        return forward, lambda d, c: wanted(*backward(d, c)), arguments(gen)
 
     wrt = ((0,) if input_grad else ()) + (1,) + ((2,) if bias else ())
-    return LayerCase(name, make, wrt)
+    return LayerCase(name, make, wrt, twin=twin)
 
 
 # --------------------------------------------------------------------------- #
@@ -136,15 +161,20 @@ def pool_input(gen, shape, values):
 
 
 def max_pool_case(name, shape, kernel, stride, padding, dilation, ceil_mode, values, layout):
-    def make(gen):
+    def arguments(gen):
         x = pool_input(gen, shape, values)
-        x = channels_last(x) if layout == "channels_last" else x
+        return [channels_last(x) if layout == "channels_last" else x]
 
+    def make(gen):
         def forward(x):
             return F.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
+        return forward, lambda d, c: (F.max_pool2d_backward(d, c),), arguments(gen)
 
-        return forward, lambda d, c: (F.max_pool2d_backward(d, c),), [x]
-    return LayerCase(name, make, (0,), differentiable=values != "ties")
+    def twin(gen):
+        return batched(lambda x: ref.max_pool2d_forward(x, kernel, stride, padding, dilation,
+                                                        ceil_mode),
+                       ref.max_pool2d_backward) + (arguments(gen),)
+    return LayerCase(name, make, (0,), differentiable=values != "ties", twin=twin)
 
 
 ADAPTIVE_AVG_POOL_CASES = [
@@ -161,81 +191,114 @@ def adaptive_avg_pool_case(name, shape, size):
     def make(gen):
         return (lambda x: F.adaptive_avg_pool2d_forward(x, size),
                 lambda d, c: (F.adaptive_avg_pool2d_backward(d, c),), [gen.standard_normal(shape)])
-    return LayerCase(name, make, (0,))
+
+    def twin(gen):
+        return batched(lambda x: ref.adaptive_avg_pool2d_forward(x, size),
+                       ref.adaptive_avg_pool2d_backward) + ([gen.standard_normal(shape)],)
+    return LayerCase(name, make, (0,), twin=twin)
 
 
 def flatten_case(name, shape, start_dim=1, end_dim=-1):
-    def make(gen):
+    def arguments(gen):
         x = gen.standard_normal(shape)
-        x = channels_last(x) if x.ndim == 4 else x
+        return [channels_last(x) if x.ndim == 4 else x]
+
+    def make(gen):
         return (lambda x: F.flatten_forward(x, start_dim, end_dim),
-                lambda d, c: (F.flatten_backward(d, c),), [x])
-    return LayerCase(name, make, (0,))
+                lambda d, c: (F.flatten_backward(d, c),), arguments(gen))
+
+    def twin(gen):
+        return (lambda x: ref.flatten_forward(x, start_dim, end_dim),
+                lambda d, c: (ref.flatten_backward(d, c),), arguments(gen))
+    return LayerCase(name, make, (0,), twin=twin)
 
 
 # --------------------------------------------------------------------------- #
 # The other layers
 # --------------------------------------------------------------------------- #
 def batch_norm_case(name, shape, training, layout=lambda a: a):
-    def make(gen):
+    def arguments(gen):
         C = shape[1]
-        args = [layout(gen.standard_normal(shape) * 2 + 0.5), gen.uniform(0.5, 1.5, C),
+        return [layout(gen.standard_normal(shape) * 2 + 0.5), gen.uniform(0.5, 1.5, C),
                 gen.standard_normal(C), gen.standard_normal(C), gen.uniform(0.5, 2.0, C)]
 
+    def make(gen):
         def forward(x, gamma, beta, running_mean, running_var):
             return F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training)
+        return forward, F.batch_norm2d_backward, arguments(gen)
 
-        return forward, F.batch_norm2d_backward, args
-    return LayerCase(name, make, (0, 1, 2))
+    def twin(gen):
+        def forward(x, gamma, beta, running_mean, running_var):
+            return ref.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training)
+        return forward, ref.batch_norm2d_backward, arguments(gen)
+    return LayerCase(name, make, (0, 1, 2), twin=twin)
 
 
 def relu_case(name, shape, layout=lambda a: a):
-    def make(gen):
+    def arguments(gen):
         x = gen.standard_normal(shape)
         x.reshape(-1)[::5] = 0.0      # exact zeros: the gradient there is 0 on every backend
-        return F.relu_forward, lambda d, c: (F.relu_backward(d, c),), [layout(x)]
+        return [layout(x)]
+
+    def make(gen):
+        return F.relu_forward, lambda d, c: (F.relu_backward(d, c),), arguments(gen)
+
+    def twin(gen):
+        return ref.relu_forward, lambda d, c: (ref.relu_backward(d, c),), arguments(gen)
     # finite differences across the kink at 0 mean nothing: compare backends only
-    return LayerCase(name, make, (0,), differentiable=False)
+    return LayerCase(name, make, (0,), differentiable=False, twin=twin)
 
 
 def relu_gradcheck_case(name, shape):
     def make(gen):
         return F.relu_forward, lambda d, c: (F.relu_backward(d, c),), [gen.standard_normal(shape)]
-    return LayerCase(name, make, (0,))
+
+    def twin(gen):
+        return (ref.relu_forward, lambda d, c: (ref.relu_backward(d, c),),
+                [gen.standard_normal(shape)])
+    return LayerCase(name, make, (0,), twin=twin)
 
 
 def linear_case(name, n, d, f, bias):
-    def make(gen):
+    def arguments(gen):
         args = [gen.standard_normal((n, d)), gen.standard_normal((f, d))]
-        if bias:
-            args.append(gen.standard_normal(f))
+        return args + ([gen.standard_normal(f)] if bias else [])
 
-        def backward(dout, cache):
-            dx, dw, db = F.linear_backward(dout, cache)
-            return (dx, dw) + ((db,) if bias else ())
+    def wanted(dx, dw, db):
+        return (dx, dw) + ((db,) if bias else ())
 
-        return (lambda x, w, b=None: F.linear_forward(x, w, b)), backward, args
-    return LayerCase(name, make, (0, 1, 2) if bias else (0, 1))
+    def make(gen):
+        return (lambda x, w, b=None: F.linear_forward(x, w, b),
+                lambda d, c: wanted(*F.linear_backward(d, c)), arguments(gen))
+
+    def twin(gen):
+        return (lambda x, w, b=None: ref.linear_forward(x, w, b),
+                lambda d, c: wanted(*ref.linear_backward(d, c)), arguments(gen))
+    return LayerCase(name, make, (0, 1, 2) if bias else (0, 1), twin=twin)
 
 
 def cross_entropy_case(name, n, m, smoothing, labels_on_host=False):
     """Labels go to the backend with the logits, or stay NumPy (the layer must move them)."""
-    def make(gen):
+    def make_with(layer, gen):
         labels = gen.integers(0, m, size=n)
         logits = gen.standard_normal((n, m)) * 3
 
         def forward(z, y):
-            return F.softmax_cross_entropy_forward(z, labels if labels_on_host else y, smoothing)
+            return layer.softmax_cross_entropy_forward(z, labels if labels_on_host else y,
+                                                       smoothing)
 
-        return forward, lambda d, c: (F.softmax_cross_entropy_backward(d, c),), [logits, labels]
-    return LayerCase(name, make, (0,))
+        return (forward, lambda d, c: (layer.softmax_cross_entropy_backward(d, c),),
+                [logits, labels])
+    return LayerCase(name, lambda gen: make_with(F, gen), (0,),
+                     twin=lambda gen: make_with(ref, gen))
 
 
 def add_case(name, shape):
-    def make(gen):
-        return (F.add_forward, F.add_backward,
+    def make_with(layer, gen):
+        return (layer.add_forward, layer.add_backward,
                 [gen.standard_normal(shape), channels_last(gen.standard_normal(shape))])
-    return LayerCase(name, make, (0, 1))
+    return LayerCase(name, lambda gen: make_with(F, gen), (0, 1),
+                     twin=lambda gen: make_with(ref, gen))
 
 
 LAYER_CASES = (

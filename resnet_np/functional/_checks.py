@@ -4,16 +4,7 @@ Each check raises a ``ValueError`` that names the layer and the shapes, so a
 bad input never surfaces as a broadcasting error from deep inside NumPy.
 """
 from ..backend import device_of, get_array_module
-
-
-def pair(value, name="value"):
-    """``3 -> (3, 3)``; ``(1, 2) -> (1, 2)``."""
-    if isinstance(value, int):
-        return value, value
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) for v in value):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return value
+from .sizes import extent, output_length, pair  # noqa: F401 (pair: imported from here too)
 
 
 def check_rank(layer, x, rank, layout):
@@ -38,16 +29,17 @@ def check_same_dtype(layer, x, other, other_name):
                          f"{other.dtype}; cast the input (x.astype({str(other.dtype)!r}))")
 
 
-def output_size(layer, size, kernel, stride, pad, dilation, axis):
-    """``floor((size + pad_before + pad_after - dilation*(kernel-1) - 1) / stride) + 1``,
-    or a clear error; ``pad`` is one amount for both sides or a pair (before, after)."""
+def output_size(layer, size, kernel, stride, pad, dilation, axis, ceil_mode=False):
+    """:func:`.sizes.output_length` of one axis, or a clear error when the padded input is
+    shorter than the window; ``pad`` is one amount for both sides or a pair (before, after)."""
     before, after = (pad, pad) if isinstance(pad, int) else pad
-    span = dilation * (kernel - 1) + 1
-    if size + before + after < span:
+    span = extent(kernel, dilation)
+    out = output_length(size, kernel, stride, (before, after), dilation, ceil_mode)
+    if size + before + after < span or out < 1:
         shown = before if before == after else (before, after)
         raise ValueError(f"{layer}: input {axis} {size} (padding {shown}) is smaller than the "
                          f"kernel's extent {span} (kernel {kernel}, dilation {dilation})")
-    return (size + before + after - span) // stride + 1
+    return out
 
 
 def check_positive(layer, **values):

@@ -42,7 +42,8 @@ from typing import NamedTuple
 from .. import backend
 from ._checks import (check_array, check_float, check_image_dout, check_image_rank,
                       check_positive, check_rank, check_same_dtype, output_size, pair)
-from .padding import Pad2dCache, check_padding_mode, pad2d_backward, pad2d_forward, source_index
+from .sizes import conv_padding, output_length, sides
+from .padding import Pad2dCache, check_padding_mode, pad2d_backward, pad2d_forward
 from .winograd import (WinogradCache, winograd_conv3x3_backward, winograd_conv3x3_forward,
                        winograd_tile)
 
@@ -61,7 +62,7 @@ class ConvGeometry(NamedTuple):
     Q: int
     stride: tuple           # (sh, sw)
     padding: tuple          # zeros added by im2col: ((top, bottom), (left, right))
-    dilation: tuple         # (dh, dw)
+    dilation: tuple         # (dil_h, dil_w)
 
 
 class Conv2dCache(NamedTuple):
@@ -75,45 +76,6 @@ class Conv2dCache(NamedTuple):
     winograd: WinogradCache = None  # set (and cols None) when Winograd computed the forward
     x_nhwc: object = None   # the input, channels-last (N, H, W, C), kept instead of cols when
                             # cols would be larger: the backward unrolls it again
-
-
-def sides(padding):
-    """Per-side padding: ``1 -> ((1, 1), (1, 1))``, ``(1, 2) -> ((1, 1), (2, 2))``;
-    ``((top, bottom), (left, right))`` is kept."""
-    if isinstance(padding, int):
-        return (padding, padding), (padding, padding)
-    padding = tuple(padding)
-    if len(padding) == 2 and all(isinstance(p, int) for p in padding):
-        return (padding[0], padding[0]), (padding[1], padding[1])
-    if (len(padding) == 2 and all(len(tuple(p)) == 2 for p in padding)
-            and all(isinstance(v, int) for p in padding for v in p)):
-        return tuple(tuple(p) for p in padding)
-    raise ValueError(f"padding must be an int, a pair (ph, pw), ((top, bottom), (left, right)), "
-                     f"'same' or 'valid', got {padding!r}")
-
-
-def conv_padding(padding, kernel_size, stride, dilation, layer="conv2d"):
-    """Resolve ``padding`` (int, pair, per-side pairs, 'same' or 'valid') to
-    ((top, bottom), (left, right)).
-
-    'same' pads dil*(R-1) in all, half before and the rest (one more for an even
-    extent) after, as torch does; like torch it refuses a stride other than 1.
-    """
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0), (0, 0)
-        if padding != "same":
-            raise ValueError(f"{layer}: invalid padding string {padding!r}, should be one of "
-                             "'same', 'valid' or an int / pair of ints")
-        if pair(stride, "stride") != (1, 1):
-            raise ValueError(f"{layer}: padding='same' is not supported for strided "
-                             f"convolutions (stride={stride})")
-        total = [d * (k - 1) for d, k in zip(pair(dilation, "dilation"), kernel_size)]
-        return tuple((t // 2, t - t // 2) for t in total)
-    pads = sides(padding)
-    if min(min(p) for p in pads) < 0:
-        raise ValueError(f"{layer}: padding must be >= 0, got {padding}")
-    return pads
 
 
 def _geometry(x, w, stride, padding, dilation, groups):
@@ -143,26 +105,25 @@ def im2col(x_nhwc, R, S, stride, padding, dilation, groups=1):
     x_nhwc  (N, H, W, C)  channels-last input
     padding (ph, pw), or per side ((top, bottom), (left, right)): zeros around x
     returns (N*P*Q, G, R*S*C/G): row (n, p, q) holds, per group, the window
-            xpad[n, p*sh + r*dh, q*sw + s*dw, g*C/G + c] in (r, s, c) order.
+            xpad[n, p*sh + r*dil_h, q*sw + s*dil_w, g*C/G + c] in (r, s, c) order.
 
     A strided view picks the windows without copying; the final reshape makes
     the one copy (none for a 1x1 stride-1 convolution on contiguous input).
     """
     xp = backend.get_array_module(x_nhwc)
-    (sh, sw), (dh, dw) = stride, dilation
+    (sh, sw), (dil_h, dil_w) = stride, dilation
     (pt, pb), (pl, pr) = sides(padding)
     N, H, W, C = x_nhwc.shape
+    P = output_length(H, R, sh, (pt, pb), dil_h)
+    Q = output_length(W, S, sw, (pl, pr), dil_w)
     if pt or pb or pl or pr:
         x_nhwc = xp.pad(x_nhwc, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     x_nhwc = xp.ascontiguousarray(x_nhwc)
-    Hp, Wp = H + pt + pb, W + pl + pr
-    P = (Hp - dh * (R - 1) - 1) // sh + 1
-    Q = (Wp - dw * (S - 1) - 1) // sw + 1
     G, Cg = groups, C // groups
     sN, sH, sW, sC = x_nhwc.strides
     windows = backend.as_strided(
         x_nhwc, shape=(N, P, Q, G, R, S, Cg),
-        strides=(sN, sH * sh, sW * sw, sC * Cg, sH * dh, sW * dw, sC))
+        strides=(sN, sH * sh, sW * sw, sC * Cg, sH * dil_h, sW * dil_w, sC))
     return windows.reshape(N * P * Q, G, R * S * Cg)
 
 
@@ -185,26 +146,26 @@ def col2im(cols, x_shape_nhwc, R, S, stride, padding, dilation, groups=1):
     so no padded buffer is needed.
     """
     xp = backend.get_array_module(cols)
-    (sh, sw), (dh, dw) = stride, dilation
+    (sh, sw), (dil_h, dil_w) = stride, dilation
     (pt, pb), (pl, pr) = sides(padding)
     N, H, W, C = x_shape_nhwc
     G, Cg = groups, C // groups
     if R == S == 1 and (sh, sw, pt, pb, pl, pr) == (1, 1, 0, 0, 0, 0):
         return cols.reshape(N, H, W, C)  # a 1x1 stride-1 conv: im2col was the identity
-    P = (H + pt + pb - dh * (R - 1) - 1) // sh + 1
-    Q = (W + pl + pr - dw * (S - 1) - 1) // sw + 1
+    P = output_length(H, R, sh, (pt, pb), dil_h)
+    Q = output_length(W, S, sw, (pl, pr), dil_w)
     cols = cols.reshape(N, P, Q, G, R, S, Cg)
     dx = xp.zeros((N, H, W, G, Cg), dtype=cols.dtype)
     for r in range(R):
-        p0, p1 = _valid_outputs(r * dh, pt, sh, H, P)
+        p0, p1 = _valid_outputs(r * dil_h, pt, sh, H, P)
         if p0 > p1:
             continue
-        rows = slice(p0 * sh + r * dh - pt, p1 * sh + r * dh - pt + 1, sh)
+        rows = slice(p0 * sh + r * dil_h - pt, p1 * sh + r * dil_h - pt + 1, sh)
         for s in range(S):
-            q0, q1 = _valid_outputs(s * dw, pl, sw, W, Q)
+            q0, q1 = _valid_outputs(s * dil_w, pl, sw, W, Q)
             if q0 > q1:
                 continue
-            columns = slice(q0 * sw + s * dw - pl, q1 * sw + s * dw - pl + 1, sw)
+            columns = slice(q0 * sw + s * dil_w - pl, q1 * sw + s * dil_w - pl + 1, sw)
             tile = dx[:, rows, columns]          # a view: += then adds in place (CuPy too)
             tile += cols[:, p0:p1 + 1, q0:q1 + 1, :, r, s, :]
     return dx.reshape(N, H, W, C)
@@ -282,7 +243,8 @@ def conv2d_backward(dout, cache, input_grad=True):
     needs no gradient for its input images, and it is the costliest col2im.
     """
     g, w = cache.geometry, cache.w
-    N, C, H, W, K, R, S, G, P, Q = g[:10]
+    N, C, H, W, K = g.N, g.C, g.H, g.W, g.K
+    R, S, G, P, Q = g.R, g.S, g.G, g.P, g.Q
     dout = check_image_dout("conv2d", dout, (N, K, P, Q), cache.unbatched)
     xp = backend.get_array_module(dout)
     dout_mat = xp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(N * P * Q, G, K // G)
@@ -320,9 +282,9 @@ def _transposed_conv_is_faster(g):
     30.7 vs 52.8 ms; 28x28, 16.5 vs 21.6 ms; 14x14, 15.1 vs 17.5 ms; 7x7, 17.1
     vs 13.1 ms. So: stride 1, one group, a kernel wider than 1x1, maps of 14x14 or more.
     """
-    (dh, dw), (R, S) = g.dilation, (g.R, g.S)
+    (dil_h, dil_w), (R, S) = g.dilation, (g.R, g.S)
     return (g.stride == (1, 1) and g.G == 1 and R * S > 1
-            and max(g.padding[0]) <= dh * (R - 1) and max(g.padding[1]) <= dw * (S - 1)
+            and max(g.padding[0]) <= dil_h * (R - 1) and max(g.padding[1]) <= dil_w * (S - 1)
             and g.H * g.W >= 14 * 14)
 
 
@@ -334,87 +296,10 @@ def _input_grad_by_transposed_conv(dout, w, g):
     i.e. dout, padded by dil*(R-1) - pad on each side, convolved with the filters
     flipped in space and with input and output channels swapped: (C, K, R, S).
     """
-    (dh, dw), ((pt, pb), (pl, pr)) = g.dilation, g.padding
+    (dil_h, dil_w), ((pt, pb), (pl, pr)) = g.dilation, g.padding
     xp = backend.get_array_module(w)
     w_flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    extent_h, extent_w = dh * (g.R - 1), dw * (g.S - 1)
+    extent_h, extent_w = dil_h * (g.R - 1), dil_w * (g.S - 1)
     padding = (extent_h - pt, extent_h - pb), (extent_w - pl, extent_w - pr)
     dx, _ = conv2d_forward(dout, w_flipped, None, 1, padding, g.dilation)
     return dx
-
-
-# --------------------------------------------------------------------------- #
-# Naive reference: the formula above as loops over output positions
-# --------------------------------------------------------------------------- #
-class Conv2dNaiveCache(NamedTuple):
-    xpad: object            # the padded input (N, C, H', W')
-    w: object
-    has_bias: bool
-    geometry: ConvGeometry  # of the convolution of xpad, without padding
-    padding: tuple          # ((top, bottom), (left, right)) around x
-    padding_mode: str
-
-
-_NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
-                    "circular": "wrap"}
-
-
-def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
-                         padding_mode="zeros"):
-    """The definition, one output position at a time (slow; for tests and teaching).
-
-    Takes 4-D inputs and the arguments of :func:`conv2d_forward`; the padding is
-    made by ``xp.pad``, independently of the fast path's.
-    """
-    x, _, pads = _prepare("conv2d", x, w, stride, padding, dilation, padding_mode)
-    xp = backend.get_array_module(x)
-    xpad = xp.pad(x, ((0, 0), (0, 0)) + pads, mode=_NUMPY_PAD_MODES[padding_mode])
-    g = _geometry(xpad, w, stride, ((0, 0), (0, 0)), dilation, groups)
-    (sh, sw), (dh, dw) = g.stride, g.dilation
-    K, Cg, R, S = w.shape
-    Kg = K // groups
-    out = xp.zeros((g.N, K, g.P, g.Q), dtype=x.dtype)
-    for p in range(g.P):
-        for q in range(g.Q):
-            window = xpad[:, :, p * sh:p * sh + dh * (R - 1) + 1:dh, q * sw:q * sw + dw * (S - 1) + 1:dw]
-            for grp in range(groups):
-                xg = window[:, grp * Cg:(grp + 1) * Cg]               # (N, C/G, R, S)
-                wg = w[grp * Kg:(grp + 1) * Kg]                        # (K/G, C/G, R, S)
-                out[:, grp * Kg:(grp + 1) * Kg, p, q] = xp.einsum("ncrs,kcrs->nk", xg, wg)
-    if b is not None:
-        out += b.reshape(1, K, 1, 1)
-    return out, Conv2dNaiveCache(xpad, w, b is not None, g, pads, padding_mode)
-
-
-def conv2d_backward_naive(dout, cache):
-    """Gradients by the same loops: each output position sends dout back to its window,
-    then each padded position sends its gradient to the input entry it copies."""
-    xpad, w, g = cache.xpad, cache.w, cache.geometry
-    xp = backend.get_array_module(xpad)
-    (sh, sw), (dh, dw_) = g.stride, g.dilation
-    K, Cg, R, S = w.shape
-    groups, Kg = g.G, K // g.G
-    dxpad = xp.zeros_like(xpad)
-    dw = xp.zeros_like(w)
-    for p in range(g.P):
-        for q in range(g.Q):
-            rows = slice(p * sh, p * sh + dh * (R - 1) + 1, dh)
-            columns = slice(q * sw, q * sw + dw_ * (S - 1) + 1, dw_)
-            for grp in range(groups):
-                chans, filters = slice(grp * Cg, (grp + 1) * Cg), slice(grp * Kg, (grp + 1) * Kg)
-                d = dout[:, filters, p, q]                             # (N, K/G)
-                dxpad[:, chans, rows, columns] += xp.einsum("nk,kcrs->ncrs", d, w[filters])
-                dw[filters] += xp.einsum("nk,ncrs->kcrs", d, xpad[:, chans, rows, columns])
-    (pt, pb), (pl, pr) = cache.padding
-    H, W = g.H - pt - pb, g.W - pl - pr
-    if cache.padding_mode == "zeros":
-        dx = dxpad[:, :, pt:pt + H, pl:pl + W]
-    else:
-        rows = source_index(H, pt, pb, cache.padding_mode)
-        columns = source_index(W, pl, pr, cache.padding_mode)
-        dx = xp.zeros((g.N, g.C, H, W), dtype=xpad.dtype)
-        for i, src_row in enumerate(rows):
-            for j, src_column in enumerate(columns):
-                dx[:, :, src_row, src_column] += dxpad[:, :, i, j]
-    db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    return dx, dw, db

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import backend
 from ._checks import (check_array, check_float, check_image_dout, check_image_rank,
-                      check_positive, pair)
+                      check_positive, output_size, pair)
 
 
 class MaxPool2dCache(NamedTuple):
@@ -49,19 +49,6 @@ class AdaptiveAvgPool2dCache(NamedTuple):
     unbatched: bool
 
 
-def _pool_size(layer, size, kernel, stride, pad, dilation, ceil_mode, axis):
-    """torch's output size of a pooling window along one axis, or a clear error."""
-    span = dilation * (kernel - 1) + 1
-    room = size + 2 * pad - span
-    out = (-(-room // stride) if ceil_mode else room // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1            # the last window must start inside the input or its left padding
-    if room < 0 or out < 1:
-        raise ValueError(f"{layer}: input {axis} {size} (padding {pad}) is smaller than the "
-                         f"kernel's extent {span} (kernel {kernel}, dilation {dilation})")
-    return out
-
-
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """x (N, C, H, W) or (C, H, W) -> out (N, C, P, Q) (or (C, P, Q)), cache
 
@@ -81,8 +68,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
         raise ValueError(f"{layer}: padding {padding} must be between 0 and half the kernel's "
                          f"extent (kernel_size {kernel_size}, dilation {dilation})")
     N, C, H, W = x.shape
-    P = _pool_size(layer, H, R, sh, ph, dh, ceil_mode, "height")
-    Q = _pool_size(layer, W, S, sw, pw, dw, ceil_mode, "width")
+    P = output_size(layer, H, R, sh, ph, dh, "height", ceil_mode)
+    Q = output_size(layer, W, S, sw, pw, dw, "width", ceil_mode)
     # ceil_mode's last window may reach past the padding: pad it with -inf too
     bottom = max(ph, (P - 1) * sh + dh * (R - 1) + 1 - H - ph)
     right = max(pw, (Q - 1) * sw + dw * (S - 1) + 1 - W - pw)
@@ -417,42 +404,6 @@ def _plane_winners(cache):
         xp.equal(_read(planes, o), out[view], out=equal[view])
         _assign_where(argmax[view], equal[view], o.k)
     return argmax
-
-
-# --------------------------------------------------------------------------- #
-# Naive reference: torch's rule, one window at a time
-# --------------------------------------------------------------------------- #
-def max_pool2d_backward_naive(dout, cache):
-    """The backward by loops over output positions (slow; for tests and teaching).
-
-    Each window is cut to its part inside the input (no padding at all); its
-    entries are visited in row-major order and one replaces the running maximum
-    when it is larger or NaN, exactly as torch's CPU kernel does; that entry
-    receives the window's dout. dout (N, C, P, Q) -> dx (N, C, H, W), 4-D only.
-    """
-    x = cache.x
-    xp = backend.get_array_module(x)
-    N, C, H, W = x.shape
-    (R, S), (sh, sw), (dh, dw), (P, Q) = (cache.kernel_size, cache.stride, cache.dilation,
-                                          cache.output_size)
-    (top, _), (left, _) = cache.padding
-    dx = xp.zeros(x.shape, dtype=dout.dtype)
-    for p in range(P):
-        rows = [p * sh - top + r * dh for r in range(R) if 0 <= p * sh - top + r * dh < H]
-        for q in range(Q):
-            columns = [q * sw - left + s * dw for s in range(S)
-                       if 0 <= q * sw - left + s * dw < W]
-            best = xp.full((N, C), -xp.inf, dtype=x.dtype)
-            winner = xp.zeros((N, C), dtype=xp.int64)
-            entries = [(h, w) for h in rows for w in columns]
-            for j, (h, w) in enumerate(entries):
-                value = x[:, :, h, w]
-                wins = (value > best) | xp.isnan(value)
-                best = xp.where(wins, value, best)
-                winner = xp.where(wins, j, winner)
-            for j, (h, w) in enumerate(entries):
-                dx[:, :, h, w] += xp.where(winner == j, dout[:, :, p, q], 0)
-    return dx
 
 
 # --------------------------------------------------------------------------- #
