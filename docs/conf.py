@@ -118,8 +118,12 @@ mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {
     "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
                 "processEscapes": True},
+    # The fonts the package ships; MathJax's placeholder font names no URL, so the
+    # browser makes no request for it ("about:blank" is refused as cross-origin).
     "HTML-CSS": {"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web",
-                 "webFont": "STIX-Web", "imageFont": None},
+                 "webFont": "STIX-Web", "imageFont": None,
+                 "styles": {"@font-face": {"font-family": "MathJax_Blank",
+                                           "src": "local('MathJax_Blank')"}}},
     "messageStyle": "none",
     "menuSettings": {"zoom": "None"},
 }
@@ -127,7 +131,10 @@ myst_update_mathjax = False
 
 html_theme = "sphinx_book_theme"
 html_title = "resnet-np"
-html_static_path = []
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"
+# The theme's colour mode starts from this instead of an empty stored choice.
+html_context = {"default_mode": "light"}
 templates_path = ["_templates"]
 html_theme_options = {
     "home_page_in_toc": True,
@@ -139,10 +146,20 @@ html_last_updated_fmt = None
 html_copy_source = True
 
 
-def _copy_mathjax(app, exception):
+def _finish(app, exception):
+    """Serve MathJax with the site, and the icon at /favicon.ico, where browsers also look."""
     if exception is None and app.builder.format == "html":
         shutil.copytree(MATHJAX_DIR, Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+        from PIL import Image, ImageDraw
+
+        icon = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(icon)
+        draw.rounded_rectangle((0, 0, 31, 31), radius=6, fill="#1f4e79")
+        draw.rectangle((7, 6, 19, 12), fill="#ffffff")
+        draw.rectangle((7, 20, 19, 26), fill="#ffffff")
+        draw.line((21, 9, 25, 9, 25, 23, 19, 23), fill="#f4b942", width=3)
+        icon.save(Path(app.outdir) / "favicon.ico", sizes=[(32, 32)])
 
 
 def setup(app):
-    app.connect("build-finished", _copy_mathjax)
+    app.connect("build-finished", _finish)

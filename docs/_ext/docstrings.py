@@ -95,9 +95,14 @@ def literal_blocks(lines):
             last = max(k for k, l in enumerate(out) if l.strip())
             out.pop()                    # the blank line; re-added by _open_literal
             _open_literal(out, prose_base, last if not out[last].rstrip().endswith("::") else None)
-            while i < n and (not lines[i].strip() or _indent(lines[i]) > prose_base):
-                out.append(lines[i])
+            # Lines written against the block with no blank line between (a label such
+            # as "train:" over more formulas) belong to it too.
+            block = []
+            while i < n and (not lines[i].strip() or _indent(lines[i]) > prose_base
+                             or (block and block[-1].strip())):
+                block.append(lines[i])
                 i += 1
+            out.extend("    " + l if l.strip() else l for l in block)
             continue
 
         if _is_markup(head):
