@@ -15,6 +15,7 @@ minutes: the tutorials run). Installing what it needs: ``bash docs/install.sh``.
 """
 import functools
 import http.server
+import importlib.util
 import json
 import os
 import re
@@ -36,17 +37,29 @@ CHROMEDRIVER = (os.environ.get("RESNET_NP_CHROMEDRIVER") or shutil.which("chrome
 SCREENSHOTS = Path(os.environ.get("RESNET_NP_DOCS_SCREENSHOTS", ROOT / "docs" / "_build" / "screenshots"))
 BUILD_TIMEOUT_S = 1800
 
-pytest.importorskip("sphinx", reason='the docs tools are not installed: pip install -e ".[docs]"')
-pytest.importorskip("myst_nb", reason='the docs tools are not installed: pip install -e ".[docs]"')
-webdriver = pytest.importorskip("selenium.webdriver",
-                                reason='Selenium is not installed: pip install -e ".[docs]"')
-if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip("Chromium is not installed: apt-get install chromium chromium-driver "
-                "(bash docs/install.sh)", allow_module_level=True)
+
+
+def _load_docstrings_ext():
+    spec = importlib.util.spec_from_file_location("docs_ext_docstrings",
+                                                  ROOT / "docs" / "_ext" / "docstrings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def tools():
+    """What building and reading the site needs; the tests that need it say what is missing."""
+    for module in ("sphinx", "myst_nb", "jupyter_server_mathjax", "selenium"):
+        pytest.importorskip(module, reason=f'{module} is not installed: pip install -e ".[docs]" '
+                                           "(bash docs/install.sh)")
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("Chromium is not installed: apt-get install chromium chromium-driver "
+                    "(bash docs/install.sh)")
+
+
+@pytest.fixture(scope="module")
+def site(tools, tmp_path_factory):
     """The built site's folder."""
     given = os.environ.get("RESNET_NP_DOCS_HTML")
     if given:
@@ -78,7 +91,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(tools, tmp_path_factory):
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -109,8 +123,20 @@ const images = Array.from(document.images);
 images.forEach(img => { img.loading = "eager"; });
 const loaded = images.map(img => img.complete ? Promise.resolve() :
     new Promise(ok => { img.addEventListener("load", ok); img.addEventListener("error", ok); }));
+// MathJax loads asynchronously: wait for it to appear when the page has maths, then for its
+// queue to empty; after MATH_WAIT_MS the page is reported as it stands.
+const hasMath = document.querySelector(".math.notranslate") !== null;
+let mathjaxDone = !hasMath;
 const typeset = new Promise(ok => {
-    if (window.MathJax && window.MathJax.Hub) { window.MathJax.Hub.Queue(ok); } else { ok(); }
+    const started = Date.now();
+    const poll = () => {
+        if (window.MathJax && window.MathJax.Hub && window.MathJax.Hub.Queue) {
+            window.MathJax.Hub.Queue(() => { mathjaxDone = true; ok(); });
+        } else if (!hasMath || Date.now() - started > MATH_WAIT_MS) { ok(); }
+        else { setTimeout(poll, 50); }
+    };
+    poll();
+    setTimeout(ok, MATH_WAIT_MS);
 });
 Promise.all(loaded.concat([typeset])).then(() => {
     // Sphinx's maths elements (MathJax's own output nests spans of class "math").
@@ -128,10 +154,13 @@ Promise.all(loaded.concat([typeset])).then(() => {
         math: math.length,
         untypeset: untypeset.map(el => el.textContent.slice(0, 80)),
         mathjax: !!(window.MathJax && window.MathJax.Hub),
+        mathjaxDone: mathjaxDone,
         text: clone.textContent,
     });
 });
 """
+MATH_WAIT_S = 20
+_INSPECT = _INSPECT.replace("MATH_WAIT_MS", str(MATH_WAIT_S * 1000))
 _RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|(?<![\w$])\$[^$\s][^$\n]{0,200}?\$(?![\w$])")
 
 
@@ -158,6 +187,8 @@ def test_every_page_loads_with_images_and_typeset_maths(site, server, browser):
             problems.append(f"{page}: images not loaded: {broken}")
         if report["math"] and not report["mathjax"]:
             problems.append(f"{page}: {report['math']} formulas and no MathJax")
+        elif not report["mathjaxDone"]:
+            problems.append(f"{page}: MathJax did not finish within {MATH_WAIT_S} s")
         if report["untypeset"]:
             problems.append(f"{page}: maths not typeset: {report['untypeset'][:3]}")
         raw = _RAW_TEX.findall(report["text"])
@@ -242,6 +273,54 @@ def test_screenshots(site, server, browser):
     _screenshot(browser, server + _tutorial_page(TUTORIALS[0]), SCREENSHOTS / "tutorial.png")
     for name in ("landing.png", "tutorial.png"):
         assert (SCREENSHOTS / name).stat().st_size > 10_000, name
+
+
+# The docstring hook (docs/_ext/docstrings.py) on the shapes of text the package's docstrings use.
+
+def test_docstring_formula_columns_become_a_literal_block():
+    lines = ["Batch normalisation.", "",
+             "Train mode, with M = N*H*W values per channel:", "",
+             "    mu    = mean(x)                          var = mean((x - mu)^2)",
+             "    xhat  = (x - mu) / sqrt(var + eps)       out = gamma * xhat + beta", "",
+             "Eval mode uses running_mean."]
+    _load_docstrings_ext().literal_blocks(lines)
+    assert lines == ["Batch normalisation.", "",
+                     r"Train mode, with M = N\*H\*W values per channel::", "",
+                     "        mu    = mean(x)                          var = mean((x - mu)^2)",
+                     "        xhat  = (x - mu) / sqrt(var + eps)       out = gamma * xhat + beta", "",
+                     "Eval mode uses running_mean."]
+
+
+def test_docstring_hanging_indentation_keeps_its_layout():
+    lines = ["Shapes.", "",
+             "linear:   x (N, D), w (F, D)  ->  out (N, F) = x @ w.T + b",
+             "          dx = dout @ w,  dw = dout.T @ x",
+             "flatten:  x (N, C, H, W) -> (N, C*H*W)", "", "More."]
+    _load_docstrings_ext().literal_blocks(lines)
+    assert lines[2] == "::" and lines[3] == ""
+    assert lines[4:7] == ["    " + line for line in ["linear:   x (N, D), w (F, D)  ->  out (N, F) = x @ w.T + b",
+                                                     "          dx = dout @ w,  dw = dout.T @ x",
+                                                     "flatten:  x (N, C, H, W) -> (N, C*H*W)"]]
+    assert lines[-1] == "More."
+
+
+def test_docstring_label_written_against_a_block_stays_in_it():
+    lines = ["Backward.", "", "    dxhat = dout * gamma", "train:", "    dx = dxhat / sqrt(var + eps)",
+             "", "After."]
+    _load_docstrings_ext().literal_blocks(lines)
+    assert lines == ["Backward. ::", "", "        dxhat = dout * gamma", "    train:",
+                     "        dx = dxhat / sqrt(var + eps)", "", "After."]
+
+
+def test_docstring_markup_and_numpy_sections_pass_through():
+    lines = [r"Returns :func:`f` of ``x * y`` and :math:`a * b`; forward(*args).", "",
+             "Parameters", "----------", "x : ndarray, shape (N, *)", "    Any (N, *) array.", "",
+             ".. math::", "", "    p \\leftarrow p - \\eta g"]
+    _load_docstrings_ext().literal_blocks(lines)
+    assert lines[0] == r"Returns :func:`f` of ``x * y`` and :math:`a * b`; forward(\*args)."
+    assert lines[2:6] == ["Parameters", "----------", "x : ndarray, shape (N, *)",
+                          r"    Any (N, \*) array."]
+    assert lines[7:] == [".. math::", "", "    p \\leftarrow p - \\eta g"]
 
 
 if __name__ == "__main__":
