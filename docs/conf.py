@@ -94,6 +94,9 @@ nb_execution_in_temp = False
 nb_merge_streams = True
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 
+# Literal blocks in the docstrings are formulas and shapes, not Python.
+highlight_language = "none"
+
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 
@@ -163,5 +166,14 @@ def _finish(app, exception):
         icon.save(Path(app.outdir) / "favicon.ico", sizes=[(32, 32)])
 
 
+def _skip_member(app, what, name, obj, skip, options):
+    """NamedTuple fields: their generated docstrings ("Alias for field number 0") say nothing."""
+    doc = getattr(obj, "__doc__", None) or ""
+    if what == "class" and doc.startswith("Alias for field number"):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("build-finished", _finish)
+    app.connect("autodoc-skip-member", _skip_member)

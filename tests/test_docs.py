@@ -68,6 +68,7 @@ def site(tools, tmp_path_factory):
         return path
     out = tmp_path_factory.mktemp("docs") / "html"
     run = subprocess.run(["bash", str(ROOT / "docs" / "build.sh"), str(out)], cwd=ROOT,
+                         env={**os.environ, "PYTHON": sys.executable},
                          capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     assert run.returncode == 0, f"docs/build.sh failed:\n{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
     return out
@@ -204,6 +205,17 @@ def test_every_page_loads_with_images_and_typeset_maths(site, server, browser):
     assert len(with_maths) > 3
     assert all(math[page] > 0 for page in with_maths), {page: math[page] for page in with_maths}
     print(f"\n{len(pages)} pages, {sum(math.values())} formulas typeset")
+
+
+def test_every_module_has_an_api_page(site):
+    import pkgutil
+
+    import resnet_np
+
+    names = ["resnet_np"] + [m.name for m in pkgutil.walk_packages(resnet_np.__path__, "resnet_np.")]
+    public = [n for n in names if not any(part.startswith("_") for part in n.split("."))]
+    missing = [n for n in public if not (site / "api" / "generated" / f"{n}.html").is_file()]
+    assert not missing, f"modules without an API page (list them in docs/api/index.md): {missing}"
 
 
 def _tutorial_page(path):
