@@ -1,4 +1,4 @@
-"""Sphinx configuration of the resnet-np site: ``bash docs/build.sh`` builds it into docs/_build/html.
+"""Sphinx configuration of the resnet-np site: ``bash docs/build.sh`` builds docs/_build/html.
 
 Sphinx with myst-nb and the book theme: myst-nb executes the tutorials at build time
 (a failing cell fails the build) and renders their figures, tables and MyST maths;
@@ -73,14 +73,16 @@ nitpicky = True
 suppress_warnings = ["ref.python"]
 nitpick_ignore_regex = [
     # Other projects' types: no network at build time, so no intersphinx inventories.
-    (r"py:.*", r"(numpy|np|cupy|cp|torch|onnx|onnxruntime|mpi4py|matplotlib|PIL|pathlib|os|typing|collections|contextlib|threading|dataclasses|argparse|enum|abc|io|types|concurrent|collections\.abc|numbers)(\..*)?"),
+    (r"py:.*", r"(%s)(\..*)?" % "|".join([
+        "numpy", "np", "cupy", "cp", "torch", "onnx", "onnxruntime", "mpi4py", "matplotlib",
+        "PIL", "pathlib", "os", "typing", "collections", "contextlib", "threading",
+        "dataclasses", "argparse", "enum", "abc", "io", "types", "concurrent", "numbers"])),
     # Private base classes named by show-inheritance.
     (r"py:class", r".*\._\w+"),
     # Type descriptions in numpy-style sections ("ndarray of uint8, shape (N, H, W, 3)",
     # '{"cpu", "gpu"}') are prose, not references; references the docstrings make with
     # :func:, :meth:, :data:, :mod: and dotted resnet_np names must resolve.
     (r"py:class", r"(?!resnet_np\.).*"),
-    (r"py:class", r"(int|float|str|bytes|bool|None|tuple|list|dict|set|object|callable|Callable|Iterable|Iterator|Sequence|Mapping|Optional|Union|Any|type|slice|Path|ndarray|array|optional|default.*)"),
 ]
 
 # The tutorials run at build time, each in its own folder, as Jupyter runs them.

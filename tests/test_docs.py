@@ -34,7 +34,8 @@ TUTORIALS = sorted(ROOT.glob("tutorials/[0-9][0-9]_*.ipynb"))
 CHROMIUM = os.environ.get("RESNET_NP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = (os.environ.get("RESNET_NP_CHROMEDRIVER") or shutil.which("chromedriver")
                 or "/usr/bin/chromedriver")
-SCREENSHOTS = Path(os.environ.get("RESNET_NP_DOCS_SCREENSHOTS", ROOT / "docs" / "_build" / "screenshots"))
+SCREENSHOTS = Path(os.environ.get("RESNET_NP_DOCS_SCREENSHOTS",
+                                  ROOT / "docs" / "_build" / "screenshots"))
 BUILD_TIMEOUT_S = 1800
 
 
@@ -112,8 +113,9 @@ def browser(tools, tmp_path_factory):
 
 
 def _pages(site):
+    skip = ("_static", "_sources", "_images")
     return sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")
-                  if not p.relative_to(site).parts[0].startswith(("_static", "_sources", "_images")))
+                  if not p.relative_to(site).parts[0].startswith(skip))
 
 
 # Waits for every image to finish loading (or fail) and for MathJax to finish, then
@@ -142,7 +144,7 @@ const typeset = new Promise(ok => {
 Promise.all(loaded.concat([typeset])).then(() => {
     // Sphinx's maths elements (MathJax's own output nests spans of class "math").
     const math = Array.from(document.querySelectorAll(".math.notranslate"));
-    const untypeset = math.filter(el => !el.querySelector(".MathJax, .MathJax_Display, .MathJax_SVG")
+    const untypeset = math.filter(el => !el.querySelector(".MathJax, .MathJax_Display")
         || !el.querySelector("script[type^='math/tex']")
         || el.querySelector(".MathJax_Error, merror"));
     // Visible prose, without code: TeX delimiters or dollars left there were not typeset.
@@ -212,7 +214,8 @@ def test_every_module_has_an_api_page(site):
 
     import resnet_np
 
-    names = ["resnet_np"] + [m.name for m in pkgutil.walk_packages(resnet_np.__path__, "resnet_np.")]
+    names = ["resnet_np"] + [m.name for m in
+                             pkgutil.walk_packages(resnet_np.__path__, "resnet_np.")]
     public = [n for n in names if not any(part.startswith("_") for part in n.split("."))]
     missing = [n for n in public if not (site / "api" / "generated" / f"{n}.html").is_file()]
     assert not missing, f"modules without an API page (list them in docs/api/index.md): {missing}"
@@ -264,7 +267,7 @@ def test_landing_page_links_the_reading_path(site, server, browser):
     article = browser.find_element(By.CSS_SELECTOR, "article")
     links = [a.get_attribute("href").removeprefix(server).split("#")[0]
              for a in article.find_elements(By.CSS_SELECTOR, "a[href]")]
-    tutorials = [link for link in links if link.startswith("tutorials/0") or link.startswith("tutorials/1")]
+    tutorials = [link for link in links if re.match(r"tutorials/\d\d_", link)]
     assert tutorials[:len(TUTORIALS)] == [_tutorial_page(p) for p in TUTORIALS]
     assert "api/generated/resnet_np.functional.reference.html" in links
     assert "fast.html" in links
@@ -299,7 +302,8 @@ def test_docstring_formula_columns_become_a_literal_block():
     assert lines == ["Batch normalisation.", "",
                      r"Train mode, with M = N\*H\*W values per channel::", "",
                      "        mu    = mean(x)                          var = mean((x - mu)^2)",
-                     "        xhat  = (x - mu) / sqrt(var + eps)       out = gamma * xhat + beta", "",
+                     "        xhat  = (x - mu) / sqrt(var + eps)       out = gamma * xhat + beta",
+                     "",
                      "Eval mode uses running_mean."]
 
 
@@ -310,15 +314,15 @@ def test_docstring_hanging_indentation_keeps_its_layout():
              "flatten:  x (N, C, H, W) -> (N, C*H*W)", "", "More."]
     _load_docstrings_ext().literal_blocks(lines)
     assert lines[2] == "::" and lines[3] == ""
-    assert lines[4:7] == ["    " + line for line in ["linear:   x (N, D), w (F, D)  ->  out (N, F) = x @ w.T + b",
-                                                     "          dx = dout @ w,  dw = dout.T @ x",
-                                                     "flatten:  x (N, C, H, W) -> (N, C*H*W)"]]
+    assert lines[4:7] == ["    linear:   x (N, D), w (F, D)  ->  out (N, F) = x @ w.T + b",
+                          "              dx = dout @ w,  dw = dout.T @ x",
+                          "    flatten:  x (N, C, H, W) -> (N, C*H*W)"]
     assert lines[-1] == "More."
 
 
 def test_docstring_label_written_against_a_block_stays_in_it():
-    lines = ["Backward.", "", "    dxhat = dout * gamma", "train:", "    dx = dxhat / sqrt(var + eps)",
-             "", "After."]
+    lines = ["Backward.", "", "    dxhat = dout * gamma", "train:",
+             "    dx = dxhat / sqrt(var + eps)", "", "After."]
     _load_docstrings_ext().literal_blocks(lines)
     assert lines == ["Backward. ::", "", "        dxhat = dout * gamma", "    train:",
                      "        dx = dxhat / sqrt(var + eps)", "", "After."]

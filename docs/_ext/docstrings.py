@@ -41,10 +41,11 @@ def _is_markup(head):
 
 def _open_literal(out, indent, after):
     """End the prose line ``after`` (index in out) with '::', or add a '::' paragraph."""
-    if after is not None and out[after].rstrip().endswith(":") and not out[after].rstrip().endswith("::"):
-        out[after] = out[after].rstrip() + ":"
-    elif after is not None and not out[after].rstrip().endswith("::"):
-        out[after] = out[after].rstrip() + " ::"
+    last = out[after].rstrip() if after is not None else ""
+    if after is not None and last.endswith(":") and not last.endswith("::"):
+        out[after] = last + ":"
+    elif after is not None and not last.endswith("::"):
+        out[after] = last + " ::"
     elif after is None:
         out.append(" " * indent + "::")
     out.append("")
