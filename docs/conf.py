@@ -43,6 +43,44 @@ def _sync(sources, dest):
             old.unlink()
 
 
+# The API reference: every top-level module of the package, by section, in reading order.
+# A module that is not named here is listed under "More modules", so none goes missing.
+API_SECTIONS = [
+    ("Layers", ["resnet_np.functional"]),
+    ("Modules and models", ["resnet_np", "resnet_np.nn", "resnet_np.models"]),
+    ("Training", ["resnet_np.optim", "resnet_np.data", "resnet_np.preprocessing",
+                  "resnet_np.training", "resnet_np.amp", "resnet_np.distributed"]),
+    ("Speed: backends and kernels", ["resnet_np.backend", "resnet_np.dispatch",
+                                     "resnet_np.kernels", "resnet_np.cupy_standin",
+                                     "resnet_np.bench"]),
+    ("Checks, conversion and deployment", ["resnet_np.gradcheck", "resnet_np.layer_cases",
+                                           "resnet_np.convert", "resnet_np.onnx",
+                                           "resnet_np.predict", "resnet_np.cli"]),
+]
+
+
+def _write_api_sections():
+    """docs/api/sections.md (included by api/index.md): one autosummary per section."""
+    import pkgutil
+
+    present = ["resnet_np"] + [
+        m.name for m in pkgutil.iter_modules(resnet_np.__path__, "resnet_np.")
+        if not m.name.rsplit(".", 1)[1].startswith("_")]
+    named = {name for _, names in API_SECTIONS for name in names}
+    sections = API_SECTIONS + [("More modules", [n for n in present if n not in named])]
+    text = ["<!-- Written by docs/conf.py from API_SECTIONS and the package's modules. -->", ""]
+    for title, names in sections:
+        names = [n for n in names if n in present]
+        if names:
+            text += [f"## {title}", "", "```{eval-rst}", ".. autosummary::",
+                     "   :toctree: generated", "   :recursive:", ""]
+            text += [f"   {n}" for n in names] + ["```", ""]
+    target = DOCS / "api" / "sections.md"
+    if not target.exists() or target.read_text(encoding="utf-8") != "\n".join(text):
+        target.write_text("\n".join(text), encoding="utf-8")
+
+
+_write_api_sections()
 _sync(["tutorials/*.ipynb", "tutorials/README.md"], "tutorials")
 _sync(["benchmarks/README.md", "benchmarks/latest/*"], "benchmarks")
 
@@ -64,7 +102,8 @@ extensions = [
 sys.path.insert(0, str(DOCS))
 
 root_doc = "index"
-exclude_patterns = ["_build", "benchmarks/results", "**/.ipynb_checkpoints", "README.md"]
+exclude_patterns = ["_build", "benchmarks/results", "**/.ipynb_checkpoints", "README.md",
+                    "api/sections.md"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
 # Warnings are errors (build.sh passes -W); references are checked strictly.
@@ -106,7 +145,8 @@ myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
 autodoc_typehints = "description"
-autosummary_generate = True
+# The autosummary directives are in api/sections.md, written by _write_api_sections.
+autosummary_generate = ["api/sections.md"]
 autosummary_imported_members = False
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
