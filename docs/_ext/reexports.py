@@ -5,15 +5,18 @@
 - A module's constants (``:data:`CIFAR_MODEL```, ``:data:`resnet_np.models.MODELS```)
   carry no docstring of their own, and private helpers (``:func:`_helper```) have no
   entry; a reference to one resolves to its module's page, where its source is linked.
-- A bare name that is not defined where it is used (``:func:`winograd_tile``` in a
-  module that imports it inside a function) resolves to the one documented object of
-  that name; with none, or several, it stays missing.
+- A short name that is not defined where it is used (``:func:`winograd_tile``` in a
+  module that imports it inside a function, ``:meth:`Dataset.fingerprint```) resolves
+  to the one documented object whose name ends so; with none, or several, it stays
+  missing. ``:attr:`StopSignals.requested```, an attribute set on instances, leads to
+  its class.
 - A Markdown link to a file of the package (``../resnet_np/functional/reference.py`` in
   tutorials/README.md) leads to that module's API page, which links its source.
 
 A name that does not import stays missing, and fails the build.
 """
 import importlib
+import inspect
 import re
 
 
@@ -86,20 +89,39 @@ def _resolve(app, env, node, contnode):
 
 
 def _unique_name(app, env, node, contnode):
-    """A bare name (``:func:`winograd_tile``` in a module that imports it inside a
-    function) that names exactly one documented object of the package resolves to it."""
+    """A short name (``:func:`winograd_tile``` in a module that imports it inside a
+    function, ``:meth:`Dataset.fingerprint```) that ends the name of exactly one
+    documented object of the package resolves to it. ``Class.attribute`` where the
+    attribute is set on instances (no entry of its own) resolves to the class."""
     from sphinx.util.nodes import make_refnode
 
     name = node["reftarget"].lstrip("~.")
-    if "." in name:
+    if name.startswith("resnet_np."):
         return None
     domain = env.get_domain("py")
-    types = domain.objtypes_for_role(node["reftype"]) or []
-    matches = [(fullname, obj) for fullname, obj in domain.objects.items()
-               if fullname.endswith("." + name) and obj.objtype in types]
-    if len(matches) != 1:
+
+    def unique(suffix, types):
+        found = [(fullname, obj) for fullname, obj in domain.objects.items()
+                 if fullname.endswith("." + suffix) and obj.objtype in types]
+        return found[0] if len(found) == 1 else None
+
+    match = unique(name, domain.objtypes_for_role(node["reftype"]) or [])
+    if match is None and "." in name and node["reftype"] == "attr":
+        owner, attribute = name.rsplit(".", 1)
+        match = unique(owner, ["class"])
+        if match is not None:
+            found = _lookup(match[0])
+            cls = found[1] if found else None
+            try:
+                source = inspect.getsource(cls) if cls is not None else ""
+            except (OSError, TypeError):
+                source = ""
+            if not (hasattr(cls, attribute)
+                    or re.search(rf"\bself\.{re.escape(attribute)}\b", source)):
+                match = None
+    if match is None:
         return None
-    fullname, obj = matches[0]
+    fullname, obj = match
     return make_refnode(app.builder, node["refdoc"], obj.docname, obj.node_id, contnode, fullname)
 
 
