@@ -131,7 +131,7 @@ def _add_train(commands):
         commands, "train", "train a ResNet on digits, CIFAR-10/100 or an image folder",
         "Train a ResNet. Without arguments: ResNet-18 (CIFAR stem) on scikit-learn's\n"
         "handwritten digits at 16x16, 4 epochs of SGD with momentum, one warm-up epoch\n"
-        "then a cosine decay: about 2 minutes on two CPU cores, over 95% test accuracy.\n\n"
+        "then a cosine decay: about a minute on two CPU cores, over 95% test accuracy.\n\n"
         "The run's folder (--out) receives last.npz (every epoch, and on Ctrl-C),\n"
         "best.npz (best test top-1), metrics.jsonl, curves.png, confusion_matrix.png\n"
         "and config.json; one run at a time uses a folder. --resume continues a run\n"
