@@ -64,17 +64,17 @@ class KernelOp(NamedTuple):
 # op -> (kernel, generic, which calls the kernel covers)
 KERNEL_OPS = {
     "im2col": KernelOp(
-        "kernels.conv:im2col_gpu", "functional.conv:im2col",
+        "kernels.conv:im2col_gpu", "functional:im2col",
         lambda x, R, S, stride, padding, dilation, groups=1:
             "a 1x1 stride-1 convolution's columns are its input (a view)"
             if _identity_im2col(R, S, stride, padding) and x.flags.c_contiguous else None),
     "col2im": KernelOp(
-        "kernels.conv:col2im_gpu", "functional.conv:col2im",
+        "kernels.conv:col2im_gpu", "functional:col2im",
         lambda cols, x_shape, R, S, stride, padding, dilation, groups=1:
             "a 1x1 stride-1 convolution's col2im is a reshape"
             if _identity_im2col(R, S, stride, padding) else None),
     "batch_norm2d_forward": KernelOp(
-        "kernels.batchnorm:batch_norm2d_forward_gpu", "functional.batchnorm:batch_norm2d_forward",
+        "kernels.batchnorm:batch_norm2d_forward_gpu", "functional:batch_norm2d_forward",
         lambda x, gamma, beta, running_mean, running_var, *rest:
             "the kernels need weight, bias and running statistics"
             if any(a is None for a in (gamma, beta, running_mean, running_var)) else
@@ -82,14 +82,14 @@ KERNEL_OPS = {
             if getattr(x, "ndim", 0) != 4 or x.shape[0] == 0 else None,
         "batch_norm2d_backward"),
     "max_pool2d_forward": KernelOp(
-        "kernels.pooling:max_pool2d_forward_gpu", "functional.pooling:max_pool2d_forward",
+        "kernels.pooling:max_pool2d_forward_gpu", "functional:max_pool2d_forward",
         lambda x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False:
             "the kernel takes (N, C, H, W) without dilation or ceil_mode"
             if x.ndim != 4 or dilation not in (1, (1, 1)) or ceil_mode else None,
         "max_pool2d_backward"),
     "softmax_cross_entropy_forward": KernelOp(
         "kernels.loss:softmax_cross_entropy_forward_gpu",
-        "functional.loss:softmax_cross_entropy_forward",
+        "functional:softmax_cross_entropy_forward",
         lambda logits, labels, label_smoothing=0.0, *, weight=None, ignore_index=-100,
         reduction="mean":
             "the kernel takes the mean loss of (N, M) logits over class indices, without "
@@ -102,18 +102,20 @@ BACKWARD = {
     # op -> (the kernel forward's cache type, kernel backward, generic backward)
     "batch_norm2d_backward": ("kernels.batchnorm:BatchNormKernelCache",
                               "kernels.batchnorm:batch_norm2d_backward_gpu",
-                              "functional.batchnorm:batch_norm2d_backward"),
+                              "functional:batch_norm2d_backward"),
     "max_pool2d_backward": ("kernels.pooling:MaxPoolKernelCache",
                             "kernels.pooling:max_pool2d_backward_gpu",
-                            "functional.pooling:max_pool2d_backward"),
+                            "functional:max_pool2d_backward"),
     "softmax_cross_entropy_backward": ("kernels.loss:SoftmaxXentKernelCache",
                                        "kernels.loss:softmax_cross_entropy_backward_gpu",
-                                       "functional.loss:softmax_cross_entropy_backward"),
+                                       "functional:softmax_cross_entropy_backward"),
 }
 
 
-@functools.lru_cache(maxsize=None)
 def _resolve(path):
+    """The function at "module:name" under resnet_np, looked up at each call: the generic
+    code is found in :mod:`resnet_np.functional` itself, so a wrapper set there (the
+    gradient check's record of ReLU and max-pool choices, a profiler's timer) is what runs."""
     module, name = path.split(":")
     return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 

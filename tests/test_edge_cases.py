@@ -23,21 +23,13 @@ from resnet_np.predict import class_names
 from resnet_np.training import load_checkpoint, save_checkpoint
 from resnet_np.training.atomic import atomic_write, atomic_write_text
 from resnet_np.training.checkpoint import CheckpointError
+from test_cli import fails  # noqa: E402  (one home: exit code and exactly one error line)
 
 Image = pytest.importorskip("PIL.Image", reason="the image tests need Pillow")
 
 CLASSES = ["ant", "bee", "cat"]
 
 
-def fails(capsys, argv, code=1):
-    """Run ``main(argv)``, expect exit ``code`` and exactly one error line; return it."""
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert info.value.code == code, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("resnet-np: error: "), err
-    return lines[0]
 
 
 def write_checkpoint(path, classes=CLASSES, drop=(), edit_config=None, edit_state=None):

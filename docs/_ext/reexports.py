@@ -20,26 +20,6 @@ import inspect
 import re
 
 
-def _canonical(target):
-    parts = target.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            return None
-        module = getattr(obj, "__module__", None)
-        qualname = getattr(obj, "__qualname__", None)
-        if module and qualname and f"{module}.{qualname}" != target:
-            return f"{module}.{qualname}"
-        return None
-    return None
-
-
 def _lookup(target):
     """(module name, object) for a dotted ``resnet_np`` name, or None."""
     parts = target.split(".")
@@ -55,6 +35,19 @@ def _lookup(target):
         except AttributeError:
             return None
         return module, obj
+    return None
+
+
+def _canonical(target):
+    """Where the object a dotted name reaches is defined, when that is another name."""
+    found = _lookup(target)
+    if found is None:
+        return None
+    obj = found[1]
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if module and qualname and f"{module}.{qualname}" != target:
+        return f"{module}.{qualname}"
     return None
 
 
