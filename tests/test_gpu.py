@@ -581,6 +581,26 @@ def test_a_resnet_train_step_makes_at_most_one_host_sync(standin):
         ("bool", "resnet_np/amp.py"), ("float", "resnet_np/amp.py")], syncs
 
 
+def test_a_train_step_of_the_command_makes_one_host_sync(standin, tmp_path, monkeypatch):
+    """`resnet-np train --device gpu`: each step copies the loss and the count of right
+    answers to the host together, once; the labels are checked on the host, before they
+    move, and the logits never leave the device."""
+    from resnet_np.cli import main
+    from resnet_np.training import trainer as trainer_module
+    cp, per_step, step = standin, [], trainer_module.Trainer._step
+
+    def counted(self, x, y):
+        cp.record.clear()
+        result = step(self, x, y)
+        per_step.append([f"{s.kind} {s.where.split(':')[0]}" for s in cp.record.syncs])
+        return result
+    monkeypatch.setattr(trainer_module.Trainer, "_step", counted)
+    main(["train", "--device", "gpu", "--limit", "32", "--test-limit", "8", "--batch-size", "16",
+          "--image-size", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")])
+    assert len(per_step) == 2, per_step
+    assert all(syncs == ["asnumpy resnet_np/training/trainer.py"] for syncs in per_step), per_step
+
+
 def test_class_weights_on_the_device_stay_there(standin):
     """CrossEntropyLoss(weight=...) with the weights on the device: no round trip through
     the host, so no sync, each step."""
