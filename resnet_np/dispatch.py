@@ -352,7 +352,9 @@ def implementations(device="cpu", dtype="float32", training=True, file=None):
         choice = conv_algorithm(probe, g, winograd_mode(training))
         rows.append(choice._replace(op=f"conv2d {R}x{R} on {size}x{size}"))
         if training:
-            grad = conv_input_grad(g)
+            grad = (Choice("", choice.implementation, "a Winograd forward's backward: the "
+                           "transposed convolution, by the same tiles") if choice.tile
+                    else conv_input_grad(g))
             rows.append(grad._replace(op="  its input gradient"))
     use, reason = kernel_policy(device, dtype)
     for op, entry in KERNEL_OPS.items():

@@ -382,6 +382,17 @@ def test_the_dispatch_table_says_what_runs_and_why(clean_switch, standin, capsys
     assert "cpu float32 (inference):" in capsys.readouterr().out
 
 
+def test_the_table_gives_each_training_convolution_its_input_gradient():
+    """In training each conv2d row is followed by how its input gradient is computed: by
+    the same Winograd tiles after a Winograd forward, else as conv_input_grad decides."""
+    import resnet_np as rn
+    rows = rn.implementations("cpu", "float32", training=True)
+    pairs = {a.op: b for a, b in zip(rows, rows[1:]) if b.op.strip() == "its input gradient"}
+    assert pairs["conv2d 3x3 on 28x28"].implementation == "Winograd F(2x2)"
+    assert pairs["conv2d 3x3 on 56x56"].implementation == "transposed convolution"
+    assert pairs["conv2d 1x1 on 14x14"].implementation == "GEMM + col2im"
+
+
 def test_cross_entropy_with_ignored_labels_leaves_the_kernel(clean_switch, library):
     """Labels equal to ignore_index: found by the kernel's one label check, sent to the
     generic code, which gives torch's result; other labels stay on the kernel."""
