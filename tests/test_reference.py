@@ -64,3 +64,14 @@ def test_the_names_the_tests_and_tutorials_know_are_the_twins():
     assert F.conv2d_forward_naive is ref.conv2d_forward
     assert F.conv2d_backward_naive is ref.conv2d_backward
     assert F.max_pool2d_backward_naive is ref.max_pool2d_backward
+
+
+def test_no_window_fits_a_map_shorter_than_the_window_in_either_rounding():
+    """output_length is 0 or less when the padded input is shorter than the window, with
+    ceil_mode too (rounding up must not make room for a window that does not fit): the
+    ONNX exporter and the layers' checks read that."""
+    from resnet_np.functional.sizes import output_length
+    assert output_length(2, 3, 2) < 1
+    assert output_length(2, 3, 2, ceil_mode=True) == 0
+    assert output_length(2, 3, 2, ceil_mode=True, drop_late_window=False) == 0
+    assert output_length(3, 3, 2, ceil_mode=True) == 1 and output_length(4, 3, 2, ceil_mode=True) == 2

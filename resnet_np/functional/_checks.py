@@ -33,9 +33,9 @@ def output_size(layer, size, kernel, stride, pad, dilation, axis, ceil_mode=Fals
     """:func:`.sizes.output_length` of one axis, or a clear error when the padded input is
     shorter than the window; ``pad`` is one amount for both sides or a pair (before, after)."""
     before, after = (pad, pad) if isinstance(pad, int) else pad
-    span = extent(kernel, dilation)
     out = output_length(size, kernel, stride, (before, after), dilation, ceil_mode)
-    if size + before + after < span or out < 1:
+    if out < 1:
+        span = extent(kernel, dilation)
         shown = before if before == after else (before, after)
         raise ValueError(f"{layer}: input {axis} {size} (padding {shown}) is smaller than the "
                          f"kernel's extent {span} (kernel {kernel}, dilation {dilation})")

@@ -40,10 +40,13 @@ def output_length(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=False
     ``ceil_mode`` (torch's pooling) the division rounds up, and a last window
     starting past the input and its padding before is dropped (torch's rule;
     ONNX's shape rule keeps it: ``drop_late_window=False``). The result is
-    below 1 when the padded input is shorter than the window: callers check it.
+    below 1 (0 with ``ceil_mode``) when the padded input is shorter than the window:
+    callers check it.
     """
     before, after = (padding, padding) if isinstance(padding, int) else padding
     room = size + before + after - extent(kernel, dilation)
+    if ceil_mode and room < 0:
+        return 0            # no window fits (rounding up would make room for one)
     out = (-(-room // stride) if ceil_mode else room // stride) + 1
     if ceil_mode and drop_late_window and (out - 1) * stride >= size + before:
         out -= 1            # the last window must start inside the input or its padding before
