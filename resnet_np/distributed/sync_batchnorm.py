@@ -48,11 +48,6 @@ def sync_batch_norm2d_backward(dout, cache):
     return batch_norm2d_backward(dout, cache)
 
 
-def _synchronised(cache):
-    """Whether ``cache`` is that of a synchronised (train-mode) forward."""
-    return getattr(cache, "reduce", None) is not None
-
-
 class SyncBatchNorm2d(BatchNorm2d):
     """BatchNorm2d whose train-mode statistics are those of the global batch (all ranks).
 
@@ -85,18 +80,6 @@ class SyncBatchNorm2d(BatchNorm2d):
             self.comm, factor, self.eps)
         self._save(cache)
         return out
-
-    def backward(self, dout):
-        cache = self._pop_cache()
-        if not _synchronised(cache):        # an eval-mode forward
-            self._save(cache)
-            return super().backward(dout)
-        dx, dgamma, dbeta = sync_batch_norm2d_backward(dout, cache)
-        if self.weight is not None:
-            self.weight.accumulate_grad(dgamma)
-        if self.bias is not None:
-            self.bias.accumulate_grad(dbeta)
-        return dx
 
     @classmethod
     def convert_sync_batchnorm(cls, module, comm):
