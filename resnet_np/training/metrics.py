@@ -97,14 +97,14 @@ class MetricsWriter:
 
     def __init__(self, path, records=()):
         self.path = Path(path)
-        self.records = [dict(r) for r in records]
+        self.records = [_plain(r) for r in records]
 
     def append(self, record):
         self.records.append(_plain(record))
         self.write()
 
     def write(self):
-        text = "".join(json.dumps(_plain(r), allow_nan=False) + "\n" for r in self.records)
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
         atomic_write_text(self.path, text)
 
 

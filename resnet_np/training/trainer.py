@@ -63,7 +63,7 @@ from .metrics import MetricsWriter, format_accuracy
 from .plots import plot_confusion_matrix, plot_history
 from .progress import log as default_log
 from .progress import progress_bar
-from .resume import apply_overrides, restore
+from .resume import SPLITS, apply_overrides, restore
 from .run_folder import RunFolder, resume_path
 from .signals import EXIT_STATUS, StopSignals
 
@@ -172,7 +172,7 @@ class Trainer:
         """What every rank must agree on: the data (sizes, classes, fingerprints) and the
         settings (all but the data folder, whose path may differ between machines)."""
         facts = []
-        for key, what in (("train_data", "training set"), ("test_data", "test set")):
+        for key, what in SPLITS.items():
             data = self.fingerprints[key]
             facts += [(f"{what}'s size", f"{data['images']} images"),
                       (f"{what}'s classes", data["classes"]),
