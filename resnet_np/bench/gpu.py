@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from .. import backend
+from . import _names
 from ..models import build_model
 from ..training.atomic import atomic_write, atomic_write_text
 from .report import add_floors, environment, load_average, render_report, write_outputs
@@ -182,12 +183,12 @@ def parse_args(argv=None):
                 "against the generic code, models, layers, compute-sanitizer.")
     p.add_argument("out", help="folder for report.md and results.tar.gz (created if missing)")
     p.add_argument("--dry-run", action="store_true", help="every step on tiny shapes")
-    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated, some of %(default)s")
+    p.add_argument("--parts", type=_names, default=",".join(PARTS),
+                   help="comma-separated, some of %(default)s")
     p.add_argument("--budget", type=positive_float, default=None,
                    help=f"seconds for the parts together (default: {BUDGET[False]}, "
                         f"dry run {BUDGET[True]})")
     args = p.parse_args(argv)
-    args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = [s for s in args.parts if s not in PARTS]
     if unknown:
         p.error(f"unknown part(s) {', '.join(unknown)}: choose from {', '.join(PARTS)}")

@@ -96,7 +96,7 @@ def fold_batch_norm(conv, bn):
         None if bn.weight is None else bn.weight.data, None if bn.bias is None else bn.bias.data,
         bn.running_mean, bn.running_var, bn.eps)
     dtype = conv.weight.data.dtype
-    return weight.astype(dtype), bias.astype(dtype)
+    return weight.astype(dtype, copy=False), bias.astype(dtype, copy=False)
 
 
 class _Block(Module):
